@@ -457,7 +457,8 @@ def atomic_directory(destination: str | os.PathLike, *, force: bool = False, mer
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_config(directory: str, config: XLMConfig, architecture: str, dtype: np.dtype | None = None) -> None:
+def write_config(directory: str, config: XLMConfig, architecture: str, dtype: np.dtype | None = None) -> None:
+    """Writes `config.json` for `architecture`, recording the storage `dtype` as transformers does."""
     config = config.replace(architectures=(architecture,))
     data = config.to_dict()
     if dtype is not None:
@@ -558,7 +559,7 @@ def save_pretrained(
     with atomic_directory(directory, merge=True) as tmp:
         write_safetensors(os.path.join(tmp, WEIGHTS_NAME), specs, produce, metadata)
         copy_tokenizer_files(source, tmp)
-        _write_config(tmp, config, architecture, out_dtype)
+        write_config(tmp, config, architecture, out_dtype)
     return os.fspath(directory)
 
 

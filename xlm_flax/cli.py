@@ -1,0 +1,120 @@
+"""The `xlm-flax` command line.
+
+Every subcommand lives in its own function; heavy imports (JAX, transformers) happen inside them so that `--help`
+is instant. Bad usage or bad input exits with status 2 and one line on stderr, never a traceback (set
+`XLM_FLAX_TRACEBACK=1` to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from xlm_flax.errors import XLMFlaxError
+
+PROG = "xlm-flax"
+
+
+class UsageError(Exception):
+    """Bad command-line usage (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _print_err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------- commands
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """`xlm-flax convert SRC DST`."""
+    from xlm_flax.conversion import convert_checkpoint
+
+    report = convert_checkpoint(
+        args.source, args.destination, dtype=args.dtype, force=args.force, verify=args.verify, log=_print_err
+    )
+    print(
+        f"wrote {report.destination}: {report.architecture}, {report.n_tensors} tensors, "
+        f"{report.n_parameters:,} parameters ({args.dtype})"
+        + (f", tokenizer files: {', '.join(report.tokenizer_files)}" if report.tokenizer_files else ", no tokenizer files")
+    )
+    if report.max_abs_diff is not None:
+        largest = max(report.max_abs_diff.values())
+        print(f"verified against PyTorch: largest difference {largest:.3g}")
+    return 0
+
+
+def add_convert(sub: argparse._SubParsersAction) -> None:
+    """Arguments of `xlm-flax convert`."""
+    convert = sub.add_parser(
+        "convert",
+        help="convert a transformers XLM checkpoint (hub id or directory) to a native checkpoint directory",
+        description="Convert a transformers XLM checkpoint into a directory loadable without torch.",
+    )
+    convert.add_argument("source", metavar="SRC", help="hub id (FacebookAI/xlm-mlm-en-2048) or transformers directory")
+    convert.add_argument("destination", metavar="DST", help="output directory (must not exist or be empty)")
+    convert.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                         help="storage dtype of the output (default: float32)")
+    convert.add_argument("--verify", action="store_true",
+                         help="run PyTorch and Flax on random tokens and print the largest difference (needs torch)")
+    convert.add_argument("--force", action="store_true", help="replace DST if it exists and is not empty")
+
+
+# Every subcommand: name -> (function adding its arguments, function running it). One line per command.
+COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {
+    "convert": (add_convert, cmd_convert),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = _Parser(prog=PROG, description="XLM in JAX / Flax NNX.")
+    from xlm_flax import __version__
+
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add_arguments, _ in COMMANDS.values():
+        add_arguments(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        return COMMANDS[args.command][1](args)
+    except UsageError as e:
+        _print_err(str(e))
+        return 2
+    except (XLMFlaxError, OSError, UnicodeError) as e:
+        if os.environ.get("XLM_FLAX_TRACEBACK"):
+            raise
+        _print_err(f"{PROG}: error: {_one_line(e)}")
+        return 2
+    except KeyboardInterrupt:
+        _print_err(f"{PROG}: interrupted")
+        return 130
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
+        text = f"{text}: {error.filename}"
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

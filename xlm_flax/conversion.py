@@ -1,0 +1,160 @@
+"""`xlm-flax convert`: a transformers XLM checkpoint (directory or hub id) to a native checkpoint directory.
+
+The conversion never builds a model in memory: it plans every output tensor from the config (`nnx.eval_shape`),
+checks the source against the table in `xlm_flax.weights` (missing, unexpected and mis-shaped tensors are all
+reported at once), then reads, rearranges and writes one tensor at a time into a temporary directory that is renamed
+into place at the end. Peak memory is about one stacked tensor, whatever the model size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from xlm_flax.checkpoint import (
+    NATIVE_METADATA,
+    WEIGHTS_NAME,
+    LoadPlan,
+    TensorSource,
+    write_config,
+    abstract_model,
+    atomic_directory,
+    copy_tokenizer_files,
+    open_weights,
+)
+from xlm_flax.config import XLMConfig
+from xlm_flax.errors import CheckpointError, InputError
+from xlm_flax.modeling import MODEL_CLASSES
+from xlm_flax.safetensors_io import write_safetensors
+
+STORAGE_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype("bfloat16"), "float16": np.dtype(np.float16)}
+
+
+@dataclasses.dataclass
+class ConversionReport:
+    """What a conversion did.
+
+    Attributes:
+        destination: The directory written.
+        architecture: transformers class name of the converted model.
+        n_tensors: Tensors written.
+        n_parameters: Parameters written.
+        tokenizer_files: Tokenizer files copied.
+        max_abs_diff: Largest difference against the PyTorch model, when verified.
+    """
+
+    destination: str
+    architecture: str
+    n_tensors: int
+    n_parameters: int
+    tokenizer_files: list[str]
+    max_abs_diff: dict[str, float] | None = None
+
+
+def infer_architecture(config: XLMConfig, source: TensorSource) -> str:
+    """The model class of a checkpoint: the config's `architectures` entry when we know it, else from the names."""
+    for name in config.architectures:
+        if name in MODEL_CLASSES:
+            return name
+    if config.architectures:
+        raise CheckpointError(
+            f"config architectures {list(config.architectures)} are not supported; known: {', '.join(MODEL_CLASSES)}"
+        )
+    names = source.names()
+    if any(n.startswith("pred_layer.") for n in names):
+        return "XLMWithLMHeadModel"
+    if not any(n.startswith("transformer.") for n in names):
+        return "XLMModel"
+    raise CheckpointError("cannot tell which head this checkpoint has: add an 'architectures' entry to config.json")
+
+
+def storage_dtype(name: str) -> np.dtype:
+    """Parses a storage dtype name (`float32`, `bfloat16`, `float16`)."""
+    if name not in STORAGE_DTYPES:
+        raise InputError(f"unknown dtype {name!r}; use one of {', '.join(STORAGE_DTYPES)}")
+    return STORAGE_DTYPES[name]
+
+
+def convert_checkpoint(
+    source: str | os.PathLike,
+    destination: str | os.PathLike,
+    *,
+    dtype: str = "float32",
+    force: bool = False,
+    verify: bool = False,
+    log: Callable[[str], Any] = lambda message: None,
+) -> ConversionReport:
+    """Converts a transformers XLM checkpoint into a native checkpoint directory.
+
+    Args:
+        source: A hub id or a local transformers directory (`model.safetensors`, sharded safetensors, or
+            `pytorch_model.bin`).
+        destination: Directory to create. It must not exist or be empty, unless `force`.
+        dtype: Storage dtype of the output: `float32`, `bfloat16` or `float16`.
+        force: Replace a non-empty `destination` (only once the new directory is complete).
+        verify: Run the PyTorch model and the converted one on random tokens and record the largest differences
+            (needs torch); a difference beyond tolerance fails the conversion and leaves nothing behind.
+        log: Called with progress lines.
+
+    Returns:
+        A `ConversionReport`.
+
+    Raises:
+        CheckpointError: missing, unexpected or mis-shaped tensors (all listed), or a failed verification.
+        ConfigError, MissingFileError, InputError: bad config, missing files, bad destination or dtype.
+    """
+    out_dtype = storage_dtype(dtype)
+    source = os.fspath(source)
+    config = XLMConfig.from_pretrained(source)
+    tensors = open_weights(source)
+    try:
+        if verify and tensors.kind == "flax":
+            raise InputError(f"{source} is already a native checkpoint: --verify needs a transformers checkpoint")
+        architecture = infer_architecture(config, tensors)
+        cls = MODEL_CLASSES[architecture]
+        abstract = abstract_model(cls, config, param_dtype=out_dtype)
+        from flax import nnx
+
+        _, state = nnx.split(abstract)
+        targets = {".".join(map(str, path)): variable for path, variable in nnx.to_flat_state(state)}
+        plan = LoadPlan(tensors, architecture, config, targets)
+        if plan.missing_new:
+            raise CheckpointError(f"{tensors.description} is incomplete: missing {', '.join(plan.missing_new)}")
+        if plan.unused:
+            raise CheckpointError(
+                f"{tensors.description} has tensors that {architecture} does not have: {', '.join(plan.unused)}"
+            )
+        log(f"converting {architecture} from {tensors.description}: {len(targets)} tensors, storage {dtype}")
+        specs = [(name, tuple(v.shape), out_dtype) for name, v in targets.items()]
+
+        def produce(name: str) -> np.ndarray:
+            rule = plan.found[name][0]
+            shape = targets[name].shape
+            return plan.read(name, tuple(shape[1:] if rule is not None and rule.n_layers else shape), out_dtype)
+
+        with atomic_directory(destination, force=force) as tmp:
+            write_safetensors(os.path.join(tmp, WEIGHTS_NAME), specs, produce, NATIVE_METADATA)
+            write_config(tmp, config, architecture, out_dtype)
+            copied = copy_tokenizer_files(source, tmp)
+            report = ConversionReport(
+                destination=os.fspath(destination),
+                architecture=architecture,
+                n_tensors=len(specs),
+                n_parameters=int(sum(np.prod(shape) for _, shape, _ in specs)),
+                tokenizer_files=copied,
+            )
+            if verify:
+                tensors.close()
+                from xlm_flax.verify import check_against_transformers
+
+                report.max_abs_diff = check_against_transformers(source, tmp, log=log)
+    finally:
+        tensors.close()
+    return report
+
+
+__all__ = ["ConversionReport", "convert_checkpoint", "infer_architecture", "storage_dtype"]
