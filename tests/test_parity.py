@@ -49,7 +49,9 @@ def _variants(config):
         "attention_mask": dict(input_ids=ids, attention_mask=mask, langs=langs),
         "lengths": dict(input_ids=ids, lengths=lengths, langs=langs),
         "inferred_from_pad": dict(input_ids=ids),
-        "position_ids": dict(input_ids=ids, attention_mask=mask, position_ids=np.tile(restart, (batch, 1)), langs=langs),
+        "position_ids": dict(
+            input_ids=ids, attention_mask=mask, position_ids=np.tile(restart, (batch, 1)), langs=langs
+        ),
         "token_type_ids": dict(input_ids=ids, attention_mask=mask, token_type_ids=types),
     }
 
@@ -78,7 +80,9 @@ def _assert_outputs_close(expected, got, tol, *, lm: bool):
         assert _max_diff(ours, theirs) <= tol
 
 
-@pytest.mark.parametrize("variant", ["attention_mask", "lengths", "inferred_from_pad", "position_ids", "token_type_ids"])
+@pytest.mark.parametrize(
+    "variant", ["attention_mask", "lengths", "inferred_from_pad", "position_ids", "token_type_ids"]
+)
 def test_lm_and_base_match_pytorch(pair, variant):
     torch_model, lm, base = pair
     inputs = _variants(torch_model.config)[variant]
@@ -97,8 +101,9 @@ def test_edge_shapes(pair, shape):
     ids, mask, langs = random_inputs(torch_model.config, batch=batch, length=length, pad_rows=length > 2)
     inputs = dict(input_ids=ids, attention_mask=mask, langs=langs)
     expected = _torch(torch_model, inputs, output_hidden_states=True, output_attentions=True)
-    _assert_outputs_close(expected, _flax(lm, inputs, output_hidden_states=True, output_attentions=True), FP32_TOL,
-                          lm=True)
+    _assert_outputs_close(
+        expected, _flax(lm, inputs, output_hidden_states=True, output_attentions=True), FP32_TOL, lm=True
+    )
 
 
 def test_loss_matches_pytorch(pair):
@@ -194,7 +199,7 @@ def test_causal_model_ignores_the_future(tmp_path):
     for position in range(8):
         grad = nnx.grad(output_at, argnums=0)(embeds, model, position)
         per_input = np.abs(np.asarray(grad[0])).sum(-1)
-        assert np.all(per_input[position + 1:] == 0)
+        assert np.all(per_input[position + 1 :] == 0)
         assert per_input[position] > 0
 
 

@@ -271,7 +271,9 @@ class LoadPlan:
                     (missing_encoder if is_encoder else self.missing_new).append(path if not is_encoder else name)
                     continue
                 if tuple(source.shape(name)) != tuple(target.shape):
-                    mismatched.append(f"{name}: checkpoint {list(source.shape(name))}, config wants {list(target.shape)}")
+                    mismatched.append(
+                        f"{name}: checkpoint {list(source.shape(name))}, config wants {list(target.shape)}"
+                    )
                 used.add(name)
                 self.found[path] = (None, [name])
         self.unused = sorted(names - used)
@@ -344,8 +346,16 @@ def load_pretrained(
     source = open_weights(path_or_hub_id)
     try:
         return _load_into(
-            cls, config, source, dtype=dtype, param_dtype=param_dtype, placer=placer or default_placer,
-            strict=strict, seed=seed, name_or_path=os.fspath(path_or_hub_id), **model_kwargs,
+            cls,
+            config,
+            source,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            placer=placer or default_placer,
+            strict=strict,
+            seed=seed,
+            name_or_path=os.fspath(path_or_hub_id),
+            **model_kwargs,
         )
     finally:
         source.close()
@@ -367,7 +377,8 @@ def _load_into(
     if plan.missing_new:
         logger.warning(
             "%s: initialised fresh (not in the checkpoint; train them before use): %s",
-            cls.__name__, ", ".join(plan.missing_new),
+            cls.__name__,
+            ", ".join(plan.missing_new),
         )
     if plan.unused:
         logger.warning("%s: checkpoint tensors not used by this model: %s", cls.__name__, ", ".join(plan.unused))

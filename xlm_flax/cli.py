@@ -44,7 +44,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     print(
         f"wrote {report.destination}: {report.architecture}, {report.n_tensors} tensors, "
         f"{report.n_parameters:,} parameters ({args.dtype})"
-        + (f", tokenizer files: {', '.join(report.tokenizer_files)}" if report.tokenizer_files else ", no tokenizer files")
+        + (
+            f", tokenizer files: {', '.join(report.tokenizer_files)}"
+            if report.tokenizer_files
+            else ", no tokenizer files"
+        )
     )
     if report.max_abs_diff is not None:
         largest = max(report.max_abs_diff.values())
@@ -61,10 +65,17 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
     )
     convert.add_argument("source", metavar="SRC", help="hub id (FacebookAI/xlm-mlm-en-2048) or transformers directory")
     convert.add_argument("destination", metavar="DST", help="output directory (must not exist or be empty)")
-    convert.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                         help="storage dtype of the output (default: float32)")
-    convert.add_argument("--verify", action="store_true",
-                         help="run PyTorch and Flax on random tokens and print the largest difference (needs torch)")
+    convert.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="storage dtype of the output (default: float32)",
+    )
+    convert.add_argument(
+        "--verify",
+        action="store_true",
+        help="run PyTorch and Flax on random tokens and print the largest difference (needs torch)",
+    )
     convert.add_argument("--force", action="store_true", help="replace DST if it exists and is not empty")
 
 

@@ -174,7 +174,9 @@ class XLMConfig:
                 refuse(field, f"must be a token id in [0, vocab_size={self.vocab_size})")
         bad_langs = {k: v for k, v in self.lang2id.items() if not 0 <= v < self.n_langs}
         if bad_langs:
-            raise ConfigError(f"config field lang2id={bad_langs!r}: language ids must be in [0, n_langs={self.n_langs})")
+            raise ConfigError(
+                f"config field lang2id={bad_langs!r}: language ids must be in [0, n_langs={self.n_langs})"
+            )
         if self.summary_type == "attn":
             refuse("summary_type", "'attn' summaries are not implemented (transformers refuses them too)")
         if self.summary_type not in ("first", "last", "mean", "cls_index"):

@@ -20,11 +20,11 @@ from xlm_flax.checkpoint import (
     WEIGHTS_NAME,
     LoadPlan,
     TensorSource,
-    write_config,
     abstract_model,
     atomic_directory,
     copy_tokenizer_files,
     open_weights,
+    write_config,
 )
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import CheckpointError, InputError

@@ -19,7 +19,8 @@ def is_local(path_or_hub_id: str | os.PathLike) -> bool:
         or os.path.isabs(text)
         or text.startswith((".", "~"))
         or text.count("/") > 1
-        or os.sep != "/" and os.sep in text
+        or os.sep != "/"
+        and os.sep in text
     )
 
 

@@ -310,8 +310,12 @@ class XLMModel(PretrainedMixin, nnx.Module):
                 f"input length {length} exceeds max_position_embeddings={config.max_position_embeddings}; "
                 "truncate the input"
             )
-        for name, value in (("attention_mask", attention_mask), ("langs", langs), ("position_ids", position_ids),
-                            ("token_type_ids", token_type_ids)):
+        for name, value in (
+            ("attention_mask", attention_mask),
+            ("langs", langs),
+            ("position_ids", position_ids),
+            ("token_type_ids", token_type_ids),
+        ):
             if value is not None and value.shape != (batch, length):
                 raise ValueError(f"{name} has shape {value.shape}; expected (batch, length) = {(batch, length)}")
         keys = self._dropout_keys(deterministic, rngs)

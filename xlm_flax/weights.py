@@ -119,7 +119,9 @@ def encoder_rules(config: XLMConfig, torch_prefix: str = "", flax_prefix: str = 
     if config.has_lang_embeddings:
         rules.append(Rule(f"{t}lang_embeddings.weight", f"{f}lang_embeddings.embedding", COPY))
     for proj in ("q_lin", "k_lin", "v_lin"):
-        rules.append(Rule(f"{t}attentions.{{layer}}.{proj}.weight", f"{f}attentions.{proj}.kernel", _heads_out(heads), n))
+        rules.append(
+            Rule(f"{t}attentions.{{layer}}.{proj}.weight", f"{f}attentions.{proj}.kernel", _heads_out(heads), n)
+        )
         rules.append(Rule(f"{t}attentions.{{layer}}.{proj}.bias", f"{f}attentions.{proj}.bias", _heads_bias(heads), n))
     rules += [
         Rule(f"{t}attentions.{{layer}}.out_lin.weight", f"{f}attentions.out_lin.kernel", _heads_in(heads), n),
