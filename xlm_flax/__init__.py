@@ -2,7 +2,18 @@
 
 from xlm_flax.config import XLMConfig
 from xlm_flax.modeling import BaseModelOutput, MaskedLMOutput, XLMModel, XLMWithLMHeadModel
+from xlm_flax.parallel import DEFAULT_RULES, make_mesh, shard_model
 
 __version__ = "0.1.0"
 
-__all__ = ["BaseModelOutput", "MaskedLMOutput", "XLMConfig", "XLMModel", "XLMWithLMHeadModel", "__version__"]
+__all__ = [
+    "DEFAULT_RULES",
+    "BaseModelOutput",
+    "MaskedLMOutput",
+    "XLMConfig",
+    "XLMModel",
+    "XLMWithLMHeadModel",
+    "__version__",
+    "make_mesh",
+    "shard_model",
+]

@@ -1,0 +1,7 @@
+"""`python -m xlm_flax` runs the command line (same as `xlm-flax`)."""
+
+import sys
+
+from xlm_flax.cli import main
+
+sys.exit(main())
