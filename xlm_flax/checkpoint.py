@@ -319,6 +319,8 @@ def load_pretrained(
     dtype: Any = jnp.float32,
     param_dtype: Any = None,
     placer: Placer | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    rules: Any = None,
     strict: bool = False,
     seed: int = 0,
     **model_kwargs: Any,
@@ -331,6 +333,9 @@ def load_pretrained(
         dtype: Compute dtype.
         param_dtype: Storage dtype of the parameters; None keeps the checkpoint's (float32 for transformers files).
         placer: Places each converted host array (e.g. with a sharding); defaults to the default device.
+        mesh: Load the parameters sharded over this mesh (`xlm_flax.make_mesh`): each tensor goes straight into its
+            `NamedSharding` as it is read, so no device ever holds a whole sharded weight. Not with `placer`.
+        rules: Overrides of `xlm_flax.parallel.DEFAULT_RULES` for `mesh`.
         strict: Refuse checkpoints that lack some of the model's tensors instead of initialising them fresh.
         seed: Seed for tensors that are initialised fresh (a head on top of a base checkpoint).
         **model_kwargs: Further constructor arguments (`scan_layers`, `remat`).
@@ -342,6 +347,8 @@ def load_pretrained(
     Raises:
         MissingFileError, CheckpointError, ConfigError: on bad or incomplete checkpoints.
     """
+    if mesh is not None and placer is not None:
+        raise InputError("give either mesh= (parameters sharded by the rules) or placer=, not both")
     config = XLMConfig.from_pretrained(path_or_hub_id)
     source = open_weights(path_or_hub_id)
     try:
@@ -352,6 +359,8 @@ def load_pretrained(
             dtype=dtype,
             param_dtype=param_dtype,
             placer=placer or default_placer,
+            mesh=mesh,
+            rules=rules,
             strict=strict,
             seed=seed,
             name_or_path=os.fspath(path_or_hub_id),
@@ -362,13 +371,17 @@ def load_pretrained(
 
 
 def _load_into(
-    cls, config, source, *, dtype, param_dtype, placer, strict, seed, name_or_path, **model_kwargs
+    cls, config, source, *, dtype, param_dtype, placer, mesh, rules, strict, seed, name_or_path, **model_kwargs
 ) -> nnx.Module:
     if param_dtype is None:
         param_dtype = _checkpoint_param_dtype(source)
     model_kwargs = dict(dtype=dtype, param_dtype=param_dtype, **model_kwargs)
     abstract = abstract_model(cls, config, **model_kwargs)
     graphdef, abstract_state = nnx.split(abstract)
+    if mesh is not None:
+        from xlm_flax.parallel import sharded_placer
+
+        placer = sharded_placer(abstract_state, mesh, rules)
     flat = list(nnx.to_flat_state(abstract_state))
     targets = {_flax_name(path): variable for path, variable in flat}
     plan = LoadPlan(source, cls.architecture, config, targets)
