@@ -1,8 +1,9 @@
 """xlm-flax: XLM (Lample & Conneau, 2019) in JAX / Flax NNX."""
 
+from xlm_flax import distributed
 from xlm_flax.config import XLMConfig
 from xlm_flax.modeling import BaseModelOutput, MaskedLMOutput, XLMModel, XLMWithLMHeadModel
-from xlm_flax.parallel import DEFAULT_RULES, make_mesh, shard_model
+from xlm_flax.parallel import DEFAULT_RULES, make_mesh, pmap_forward, shard_model, sharded_forward
 
 __version__ = "0.1.0"
 
@@ -14,6 +15,9 @@ __all__ = [
     "XLMModel",
     "XLMWithLMHeadModel",
     "__version__",
+    "distributed",
     "make_mesh",
+    "pmap_forward",
     "shard_model",
+    "sharded_forward",
 ]
