@@ -218,7 +218,11 @@ class LoadPlan:
     Attributes:
         found: Flax path -> (rule, source names in layer order) for torch sources, or the source name for native.
         missing_new: Target parameters the source lacks and that may be freshly initialised (head tensors).
+        missing_encoder: Encoder tensors the source lacks (always an error).
+        mismatched: Source tensors whose shape disagrees with the config (always an error).
         unused: Source tensors that the target does not use.
+
+    Building a plan reads nothing and raises nothing; `check` decides which of these are errors.
     """
 
     def __init__(self, source: TensorSource, architecture: str, config: XLMConfig, targets: dict[str, Any]):
@@ -277,14 +281,26 @@ class LoadPlan:
                 used.add(name)
                 self.found[path] = (None, [name])
         self.unused = sorted(names - used)
-        if missing_encoder:
-            raise CheckpointError(
-                f"{source.description} is incomplete: missing encoder tensors: {', '.join(missing_encoder)}"
-            )
-        if mismatched:
-            raise CheckpointError(
-                f"{source.description} does not match its config (wrong shapes): {'; '.join(mismatched)}"
-            )
+        self.missing_encoder = missing_encoder
+        self.mismatched = mismatched
+
+    def check(self, *, missing_ok: bool, unused_ok: bool) -> None:
+        """Raises one error listing every problem: missing encoder tensors and wrong shapes always, missing head
+        tensors unless `missing_ok`, unexpected tensors unless `unused_ok`.
+
+        Raises:
+            CheckpointError: naming every offending tensor, so that one run shows everything to fix.
+        """
+        problems = []
+        missing = self.missing_encoder + ([] if missing_ok else self.missing_new)
+        if missing:
+            problems.append(f"missing tensors: {', '.join(missing)}")
+        if self.unused and not unused_ok:
+            problems.append(f"unexpected tensors: {', '.join(self.unused)}")
+        if self.mismatched:
+            problems.append(f"wrong shapes for the config: {'; '.join(self.mismatched)}")
+        if problems:
+            raise CheckpointError(f"{self.source.description} does not fit the model: {' | '.join(problems)}")
 
     def read(self, path: str, per_layer_shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """Reads and converts the tensor(s) of target `path` into one array of the target dtype."""
@@ -372,8 +388,7 @@ def _load_into(
     flat = list(nnx.to_flat_state(abstract_state))
     targets = {_flax_name(path): variable for path, variable in flat}
     plan = LoadPlan(source, cls.architecture, config, targets)
-    if plan.missing_new and strict:
-        raise CheckpointError(f"{source.description} lacks tensors: {', '.join(plan.missing_new)}")
+    plan.check(missing_ok=not strict, unused_ok=True)
     if plan.missing_new:
         logger.warning(
             "%s: initialised fresh (not in the checkpoint; train them before use): %s",

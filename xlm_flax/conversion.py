@@ -122,12 +122,7 @@ def convert_checkpoint(
         _, state = nnx.split(abstract)
         targets = {".".join(map(str, path)): variable for path, variable in nnx.to_flat_state(state)}
         plan = LoadPlan(tensors, architecture, config, targets)
-        if plan.missing_new:
-            raise CheckpointError(f"{tensors.description} is incomplete: missing {', '.join(plan.missing_new)}")
-        if plan.unused:
-            raise CheckpointError(
-                f"{tensors.description} has tensors that {architecture} does not have: {', '.join(plan.unused)}"
-            )
+        plan.check(missing_ok=False, unused_ok=False)  # a converted checkpoint must be complete and exact
         log(f"converting {architecture} from {tensors.description}: {len(targets)} tensors, storage {dtype}")
         specs = [(name, tuple(v.shape), out_dtype) for name, v in targets.items()]
 
