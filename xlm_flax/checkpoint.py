@@ -440,6 +440,23 @@ def _init_subset(cls, config, model_kwargs, paths: list[str], seed: int) -> dict
 # ------------------------------------------------------------------------------------------------------- saving
 
 
+def check_destination(destination: str | os.PathLike, *, force: bool = False) -> str:
+    """Checks that `destination` can be written as a new directory; returns its absolute path.
+
+    Called before long work (a conversion) so that a bad output path fails at once, and again by
+    `atomic_directory`.
+
+    Raises:
+        InputError: if `destination` is a file, or a non-empty directory without `force`.
+    """
+    destination = os.path.abspath(os.fspath(destination))
+    if os.path.isfile(destination):
+        raise InputError(f"{destination} is a file; give a directory path for the output")
+    if os.path.isdir(destination) and os.listdir(destination) and not force:
+        raise InputError(f"{destination} exists and is not empty; choose another path or pass --force to replace it")
+    return destination
+
+
 @contextlib.contextmanager
 def atomic_directory(destination: str | os.PathLike, *, force: bool = False, merge: bool = False) -> Iterator[str]:
     """Yields a temporary directory whose contents land in `destination` only when the block succeeds.
@@ -455,12 +472,8 @@ def atomic_directory(destination: str | os.PathLike, *, force: bool = False, mer
     Raises:
         InputError: if `destination` is a file, or a non-empty directory without `force` or `merge`.
     """
-    destination = os.path.abspath(os.fspath(destination))
-    if os.path.isfile(destination):
-        raise InputError(f"{destination} is a file; give a directory path for the output")
+    destination = check_destination(destination, force=force or merge)
     exists = os.path.isdir(destination)
-    if exists and os.listdir(destination) and not (force or merge):
-        raise InputError(f"{destination} exists and is not empty; choose another path or pass --force to replace it")
     parent = os.path.dirname(destination)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(destination)}.tmp-", dir=parent)
@@ -600,6 +613,7 @@ __all__ = [
     "TorchFileSource",
     "abstract_model",
     "atomic_directory",
+    "check_destination",
     "copy_tokenizer_files",
     "default_placer",
     "load_pretrained",

@@ -22,6 +22,7 @@ from xlm_flax.checkpoint import (
     TensorSource,
     abstract_model,
     atomic_directory,
+    check_destination,
     copy_tokenizer_files,
     open_weights,
     write_config,
@@ -108,6 +109,7 @@ def convert_checkpoint(
         ConfigError, MissingFileError, InputError: bad config, missing files, bad destination or dtype.
     """
     out_dtype = storage_dtype(dtype)
+    check_destination(destination, force=force)  # fail before the long part, not after it
     source = os.fspath(source)
     config = XLMConfig.from_pretrained(source)
     tensors = open_weights(source)
