@@ -143,3 +143,18 @@ def test_bad_dtype(bad_runs):
     result, work = bad_runs["dtype"]
     _assert_one_line_error(result, "--dtype", "float8")
     assert not (work / "out").exists()
+
+
+def test_convert_script_uses_the_public_api(checkpoint, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("convert_script", os.path.join(ROOT, "convert", "convert.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    source, torch_model = checkpoint
+    assert script.main([source, str(tmp_path / "out")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert _logits_diff(tmp_path / "out", torch_model) <= 1e-5
+    assert script.main([source, str(tmp_path / "out")]) == 2  # now non-empty
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not empty" in err[0]
