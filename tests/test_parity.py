@@ -16,10 +16,11 @@ from flax import nnx
 from xlm_flax import XLMModel, XLMWithLMHeadModel
 
 FP32_TOL = 1e-5
-# Measured on this suite's multilingual model (max |bf16 - PyTorch fp32| over all outputs, inputs of scale ~3):
-# hidden states 0.06, logits 0.03 with bfloat16 compute and float32 parameters; the bounds leave ~2x headroom.
-BF16_HIDDEN_TOL = 0.125
-BF16_LOGITS_TOL = 0.0625
+# Measured with `python benchmarks/parity_report.py` over this suite's whole config x input matrix (max |Flax bf16 -
+# PyTorch fp32|, bfloat16 compute, float32 or bfloat16 parameters): hidden states 0.052, logits 0.0041 (float32:
+# 9.5e-7 and 1.8e-7). The bounds leave about 2x headroom over those maxima.
+BF16_HIDDEN_TOL = 0.1
+BF16_LOGITS_TOL = 0.01
 
 CONFIGS = {
     "multilingual": dict(n_langs=3),

@@ -218,7 +218,11 @@ class LoadPlan:
     Attributes:
         found: Flax path -> (rule, source names in layer order) for torch sources, or the source name for native.
         missing_new: Target parameters the source lacks and that may be freshly initialised (head tensors).
+        missing_encoder: Encoder tensors the source lacks (always an error).
+        mismatched: Source tensors whose shape disagrees with the config (always an error).
         unused: Source tensors that the target does not use.
+
+    Building a plan reads nothing and raises nothing; `check` decides which of these are errors.
     """
 
     def __init__(self, source: TensorSource, architecture: str, config: XLMConfig, targets: dict[str, Any]):
@@ -277,14 +281,26 @@ class LoadPlan:
                 used.add(name)
                 self.found[path] = (None, [name])
         self.unused = sorted(names - used)
-        if missing_encoder:
-            raise CheckpointError(
-                f"{source.description} is incomplete: missing encoder tensors: {', '.join(missing_encoder)}"
-            )
-        if mismatched:
-            raise CheckpointError(
-                f"{source.description} does not match its config (wrong shapes): {'; '.join(mismatched)}"
-            )
+        self.missing_encoder = missing_encoder
+        self.mismatched = mismatched
+
+    def check(self, *, missing_ok: bool, unused_ok: bool) -> None:
+        """Raises one error listing every problem: missing encoder tensors and wrong shapes always, missing head
+        tensors unless `missing_ok`, unexpected tensors unless `unused_ok`.
+
+        Raises:
+            CheckpointError: naming every offending tensor, so that one run shows everything to fix.
+        """
+        problems = []
+        missing = self.missing_encoder + ([] if missing_ok else self.missing_new)
+        if missing:
+            problems.append(f"missing tensors: {', '.join(missing)}")
+        if self.unused and not unused_ok:
+            problems.append(f"unexpected tensors: {', '.join(self.unused)}")
+        if self.mismatched:
+            problems.append(f"wrong shapes for the config: {'; '.join(self.mismatched)}")
+        if problems:
+            raise CheckpointError(f"{self.source.description} does not fit the model: {' | '.join(problems)}")
 
     def read(self, path: str, per_layer_shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """Reads and converts the tensor(s) of target `path` into one array of the target dtype."""
@@ -385,8 +401,7 @@ def _load_into(
     flat = list(nnx.to_flat_state(abstract_state))
     targets = {_flax_name(path): variable for path, variable in flat}
     plan = LoadPlan(source, cls.architecture, config, targets)
-    if plan.missing_new and strict:
-        raise CheckpointError(f"{source.description} lacks tensors: {', '.join(plan.missing_new)}")
+    plan.check(missing_ok=not strict, unused_ok=True)
     if plan.missing_new:
         logger.warning(
             "%s: initialised fresh (not in the checkpoint; train them before use): %s",
@@ -438,6 +453,23 @@ def _init_subset(cls, config, model_kwargs, paths: list[str], seed: int) -> dict
 # ------------------------------------------------------------------------------------------------------- saving
 
 
+def check_destination(destination: str | os.PathLike, *, force: bool = False) -> str:
+    """Checks that `destination` can be written as a new directory; returns its absolute path.
+
+    Called before long work (a conversion) so that a bad output path fails at once, and again by
+    `atomic_directory`.
+
+    Raises:
+        InputError: if `destination` is a file, or a non-empty directory without `force`.
+    """
+    destination = os.path.abspath(os.fspath(destination))
+    if os.path.isfile(destination):
+        raise InputError(f"{destination} is a file; give a directory path for the output")
+    if os.path.isdir(destination) and os.listdir(destination) and not force:
+        raise InputError(f"{destination} exists and is not empty; choose another path or pass --force to replace it")
+    return destination
+
+
 @contextlib.contextmanager
 def atomic_directory(destination: str | os.PathLike, *, force: bool = False, merge: bool = False) -> Iterator[str]:
     """Yields a temporary directory whose contents land in `destination` only when the block succeeds.
@@ -453,12 +485,8 @@ def atomic_directory(destination: str | os.PathLike, *, force: bool = False, mer
     Raises:
         InputError: if `destination` is a file, or a non-empty directory without `force` or `merge`.
     """
-    destination = os.path.abspath(os.fspath(destination))
-    if os.path.isfile(destination):
-        raise InputError(f"{destination} is a file; give a directory path for the output")
+    destination = check_destination(destination, force=force or merge)
     exists = os.path.isdir(destination)
-    if exists and os.listdir(destination) and not (force or merge):
-        raise InputError(f"{destination} exists and is not empty; choose another path or pass --force to replace it")
     parent = os.path.dirname(destination)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(destination)}.tmp-", dir=parent)
@@ -598,6 +626,7 @@ __all__ = [
     "TorchFileSource",
     "abstract_model",
     "atomic_directory",
+    "check_destination",
     "copy_tokenizer_files",
     "default_placer",
     "load_pretrained",

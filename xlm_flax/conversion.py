@@ -22,6 +22,7 @@ from xlm_flax.checkpoint import (
     TensorSource,
     abstract_model,
     atomic_directory,
+    check_destination,
     copy_tokenizer_files,
     open_weights,
     write_config,
@@ -108,6 +109,7 @@ def convert_checkpoint(
         ConfigError, MissingFileError, InputError: bad config, missing files, bad destination or dtype.
     """
     out_dtype = storage_dtype(dtype)
+    check_destination(destination, force=force)  # fail before the long part, not after it
     source = os.fspath(source)
     config = XLMConfig.from_pretrained(source)
     tensors = open_weights(source)
@@ -122,12 +124,7 @@ def convert_checkpoint(
         _, state = nnx.split(abstract)
         targets = {".".join(map(str, path)): variable for path, variable in nnx.to_flat_state(state)}
         plan = LoadPlan(tensors, architecture, config, targets)
-        if plan.missing_new:
-            raise CheckpointError(f"{tensors.description} is incomplete: missing {', '.join(plan.missing_new)}")
-        if plan.unused:
-            raise CheckpointError(
-                f"{tensors.description} has tensors that {architecture} does not have: {', '.join(plan.unused)}"
-            )
+        plan.check(missing_ok=False, unused_ok=False)  # a converted checkpoint must be complete and exact
         log(f"converting {architecture} from {tensors.description}: {len(targets)} tensors, storage {dtype}")
         specs = [(name, tuple(v.shape), out_dtype) for name, v in targets.items()]
 
