@@ -1,6 +1,16 @@
 """xlm-flax: XLM (Lample & Conneau, 2019) in JAX / Flax NNX."""
 
 from xlm_flax.config import XLMConfig
+from xlm_flax.heads import (
+    ClassifierOutput,
+    QuestionAnsweringOutput,
+    SquadOutput,
+    XLMForMultipleChoice,
+    XLMForQuestionAnswering,
+    XLMForQuestionAnsweringSimple,
+    XLMForSequenceClassification,
+    XLMForTokenClassification,
+)
 from xlm_flax.modeling import BaseModelOutput, MaskedLMOutput, XLMModel, XLMWithLMHeadModel
 from xlm_flax.parallel import DEFAULT_RULES, make_mesh, shard_model
 
@@ -9,8 +19,16 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_RULES",
     "BaseModelOutput",
+    "ClassifierOutput",
     "MaskedLMOutput",
+    "QuestionAnsweringOutput",
+    "SquadOutput",
     "XLMConfig",
+    "XLMForMultipleChoice",
+    "XLMForQuestionAnswering",
+    "XLMForQuestionAnsweringSimple",
+    "XLMForSequenceClassification",
+    "XLMForTokenClassification",
     "XLMModel",
     "XLMWithLMHeadModel",
     "__version__",
