@@ -124,15 +124,18 @@ def test_summary_cls_index_matches_reference_module(build):
 
 
 def test_summary_dropouts_use_rngs(build):
+    """The summary's own dropouts (the encoder's are tested in test_parity) draw from rngs.dropout."""
     _, torch_model, ours = build("XLMForSequenceClassification", **SUMMARIES["cls_index_to_hidden_gelu"])
-    ids = jnp.asarray(_inputs(torch_model.config)["input_ids"])
-    a = ours(ids, deterministic=False, rngs=nnx.Rngs(dropout=0)).logits
-    b = ours(ids, deterministic=False, rngs=nnx.Rngs(dropout=0)).logits
-    c = ours(ids).logits
+    hidden = jnp.asarray(np.random.default_rng(6).normal(size=(3, 9, 30)).astype(np.float32))
+    summary = ours.sequence_summary
+    a = summary(hidden, deterministic=False, rngs=nnx.Rngs(dropout=0))
+    b = summary(hidden, deterministic=False, rngs=nnx.Rngs(dropout=0))
+    c = summary(hidden, deterministic=False, rngs=nnx.Rngs(dropout=1))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.allclose(np.asarray(a), np.asarray(c))
+    assert not np.allclose(np.asarray(a), np.asarray(summary(hidden)))
     with pytest.raises(ValueError, match="rngs"):
-        ours(ids, deterministic=False)
+        summary(hidden, deterministic=False)
 
 
 def test_attn_summary_and_unknown_activation_are_refused():
@@ -312,8 +315,11 @@ def _params(model) -> dict[str, np.ndarray]:
     return {".".join(map(str, p)): np.asarray(v[...]) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
 
-@pytest.mark.parametrize("source", ["lm", "bare", "native"])
-@pytest.mark.parametrize("cls", list(HEAD_PARAMETERS), ids=lambda c: c.__name__)
+# Every head from the transformers LM checkpoint; the other two layouts with the SQuAD head (the biggest).
+BASE_CASES = [("lm", cls) for cls in HEAD_PARAMETERS] + [(s, XLMForQuestionAnswering) for s in ("bare", "native")]
+
+
+@pytest.mark.parametrize("source,cls", BASE_CASES, ids=[f"{s}-{c.__name__}" for s, c in BASE_CASES])
 def test_base_checkpoint_into_head(base_sources, source, cls, caplog):
     sources, torch_lm = base_sources
     with caplog.at_level(logging.WARNING, logger="xlm_flax"):

@@ -203,6 +203,24 @@ class SequenceSummary(nnx.Module):
     """
 
     def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
+        self.check_config(config)
+        self.summary_type = config.summary_type
+        self.activation = config.summary_activation or None
+        self.first_rate = float(config.summary_first_dropout or 0.0)
+        self.last_rate = float(config.summary_last_dropout or 0.0)
+        self.dtype = dtype
+        if config.summary_use_proj:
+            to_labels = self.features(config) == config.num_labels and config.summary_proj_to_labels
+            axes = ("embed", "classes") if to_labels else ("embed", "embed")
+            self.summary = _dense(
+                config, config.emb_dim, self.features(config), axes, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+            )
+        else:
+            self.summary = None
+
+    @staticmethod
+    def check_config(config: XLMConfig) -> None:
+        """Refuses (ConfigError) a summary the reference cannot build either; called before anything is built."""
         if config.summary_type not in ("first", "last", "mean", "cls_index"):
             raise ConfigError(
                 f"config field summary_type={config.summary_type!r}: use 'first', 'last', 'mean' or 'cls_index' "
@@ -213,23 +231,13 @@ class SequenceSummary(nnx.Module):
             raise ConfigError(
                 f"config field summary_activation={activation!r}: use one of {', '.join(sorted(ACTIVATIONS))} or null"
             )
-        self.summary_type = config.summary_type
-        self.activation = activation or None
-        self.first_rate = float(config.summary_first_dropout or 0.0)
-        self.last_rate = float(config.summary_last_dropout or 0.0)
-        self.dtype = dtype
-        if config.summary_use_proj:
-            to_labels = config.summary_proj_to_labels and config.num_labels > 0
-            out = config.num_labels if to_labels else config.emb_dim
-            axes = ("embed", "classes") if to_labels else ("embed", "embed")
-            self.summary = _dense(config, config.emb_dim, out, axes, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        else:
-            self.summary = None
 
-    @property
-    def features(self) -> int | None:
-        """Size of the summary vector, or None when it is the encoder's `emb_dim` (no projection)."""
-        return None if self.summary is None else self.summary.kernel.shape[-1]
+    @staticmethod
+    def features(config: XLMConfig) -> int:
+        """Size of the summary vector: `num_labels` when projecting to labels, else `emb_dim`."""
+        if config.summary_use_proj and config.summary_proj_to_labels and config.num_labels > 0:
+            return config.num_labels
+        return config.emb_dim
 
     def __call__(
         self,
@@ -371,6 +379,14 @@ class SquadHead(nnx.Module):
         self.end_logits = PoolerEndLogits(config, **kwargs)
         self.answer_class = PoolerAnswerClass(config, **kwargs)
 
+    def check_length(self, length: int) -> None:
+        """Refuses (InputError) inputs shorter than the beam, which top-k cannot serve."""
+        if length < max(self.start_n_top, self.end_n_top):
+            raise InputError(
+                f"input length {length} is shorter than the beam (start_n_top={self.start_n_top}, "
+                f"end_n_top={self.end_n_top}); pad the input or lower the beam sizes in the config"
+            )
+
     def __call__(
         self,
         hidden_states: jax.Array,  # [batch, length, emb_dim]
@@ -398,11 +414,7 @@ class SquadHead(nnx.Module):
                 loss = loss + 0.5 * binary_cross_entropy_with_logits(cls_logits, is_impossible)
             return SquadOutput(loss=loss)
 
-        if length < max(self.start_n_top, self.end_n_top):
-            raise InputError(
-                f"input length {length} is shorter than the beam (start_n_top={self.start_n_top}, "
-                f"end_n_top={self.end_n_top}); pad the input or lower the beam sizes in the config"
-            )
+        self.check_length(length)
         start_probs = jax.nn.softmax(start_logits, axis=-1)  # [B, S]
         start_top_probs, start_top_index = jax.lax.top_k(start_probs, self.start_n_top)  # [B, K]
         start_states = jnp.take_along_axis(hidden_states, start_top_index[:, :, None], axis=1)  # [B, K, D]
@@ -479,6 +491,7 @@ class XLMForSequenceClassification(_HeadModel):
         scan_layers: bool = True,
         remat: bool = False,
     ):
+        SequenceSummary.check_config(config)
         self._build_encoder(config, rngs, dtype, param_dtype, scan_layers, remat)
         self.sequence_summary = SequenceSummary(
             config, dtype=self.transformer.dtype, param_dtype=self.transformer.param_dtype, rngs=rngs
@@ -735,6 +748,11 @@ class XLMForQuestionAnswering(_HeadModel):
         of an answer (1.0 = masked).
         """
         inputs = dict(locals())
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if (start_positions is None or end_positions is None) and length < max(
+            self.config.start_n_top, self.config.end_n_top
+        ):
+            self.qa_outputs.check_length(length)  # fail before running the encoder
         out = self._encode(inputs, output_hidden_states, output_attentions, deterministic, rngs)
         head = self.qa_outputs(
             out.last_hidden_state,
@@ -770,15 +788,16 @@ class XLMForMultipleChoice(_HeadModel):
         scan_layers: bool = True,
         remat: bool = False,
     ):
-        self._build_encoder(config, rngs, dtype, param_dtype, scan_layers, remat)
-        dtype, param_dtype = self.transformer.dtype, self.transformer.param_dtype
-        self.sequence_summary = SequenceSummary(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        features = self.sequence_summary.features or config.emb_dim
+        SequenceSummary.check_config(config)
+        features = SequenceSummary.features(config)
         if features != config.num_labels:
             raise ConfigError(
                 f"config field num_labels={config.num_labels}: XLMForMultipleChoice projects the {features}-feature "
                 "summary with a num_labels-input layer; set summary_use_proj and summary_proj_to_labels to true"
             )
+        self._build_encoder(config, rngs, dtype, param_dtype, scan_layers, remat)
+        dtype, param_dtype = self.transformer.dtype, self.transformer.param_dtype
+        self.sequence_summary = SequenceSummary(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.logits_proj = _dense(
             config, config.num_labels, 1, ("classes", None), dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
