@@ -358,3 +358,11 @@ def report_figures():
     yield
     for name, value in sorted(FIGURES.items()):
         print(f"parity {name}: {value:.3g}")
+
+
+def test_fresh_head_with_another_num_labels(base_sources):
+    sources, _ = base_sources
+    config = XLMConfig.from_pretrained(sources["lm"]).replace(num_labels=7)
+    model = XLMForSequenceClassification.from_pretrained(sources["lm"], config=config)
+    assert model.sequence_summary.summary.kernel.shape == (30, 7)
+    assert "sequence_summary.summary.kernel" in model.fresh_parameters

@@ -321,6 +321,7 @@ def load_pretrained(
     placer: Placer | None = None,
     strict: bool = False,
     seed: int = 0,
+    config: XLMConfig | None = None,
     **model_kwargs: Any,
 ) -> nnx.Module:
     """Loads a model of class `cls` from a native or transformers checkpoint directory or hub id.
@@ -333,6 +334,7 @@ def load_pretrained(
         placer: Places each converted host array (e.g. with a sharding); defaults to the default device.
         strict: Refuse checkpoints that lack some of the model's tensors instead of initialising them fresh.
         seed: Seed for tensors that are initialised fresh (a head on top of a base checkpoint).
+        config: Use this config instead of the checkpoint's, e.g. with another `num_labels` for a fresh head.
         **model_kwargs: Further constructor arguments (`scan_layers`, `remat`).
 
     Returns:
@@ -342,7 +344,7 @@ def load_pretrained(
     Raises:
         MissingFileError, CheckpointError, ConfigError: on bad or incomplete checkpoints.
     """
-    config = XLMConfig.from_pretrained(path_or_hub_id)
+    config = XLMConfig.from_pretrained(path_or_hub_id) if config is None else config
     source = open_weights(path_or_hub_id)
     try:
         return _load_into(

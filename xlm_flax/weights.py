@@ -236,5 +236,10 @@ __all__ = [
     "is_ignored_torch_name",
     "lm_head_rules",
     "model_rules",
+    "multiple_choice_rules",
+    "question_answering_rules",
+    "question_answering_simple_rules",
+    "sequence_summary_rules",
     "tied_torch_names",
+    "token_classification_rules",
 ]
