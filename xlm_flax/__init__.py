@@ -2,6 +2,16 @@
 
 from xlm_flax import distributed
 from xlm_flax.config import XLMConfig
+from xlm_flax.heads import (
+    ClassifierOutput,
+    QuestionAnsweringOutput,
+    SquadOutput,
+    XLMForMultipleChoice,
+    XLMForQuestionAnswering,
+    XLMForQuestionAnsweringSimple,
+    XLMForSequenceClassification,
+    XLMForTokenClassification,
+)
 from xlm_flax.modeling import BaseModelOutput, MaskedLMOutput, XLMModel, XLMWithLMHeadModel
 from xlm_flax.parallel import DEFAULT_RULES, make_mesh, pmap_forward, shard_model, sharded_forward
 
@@ -10,8 +20,16 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_RULES",
     "BaseModelOutput",
+    "ClassifierOutput",
     "MaskedLMOutput",
+    "QuestionAnsweringOutput",
+    "SquadOutput",
     "XLMConfig",
+    "XLMForMultipleChoice",
+    "XLMForQuestionAnswering",
+    "XLMForQuestionAnsweringSimple",
+    "XLMForSequenceClassification",
+    "XLMForTokenClassification",
     "XLMModel",
     "XLMWithLMHeadModel",
     "__version__",

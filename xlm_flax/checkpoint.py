@@ -339,6 +339,7 @@ def load_pretrained(
     rules: Any = None,
     strict: bool = False,
     seed: int = 0,
+    config: XLMConfig | None = None,
     **model_kwargs: Any,
 ) -> nnx.Module:
     """Loads a model of class `cls` from a native or transformers checkpoint directory or hub id.
@@ -354,6 +355,7 @@ def load_pretrained(
         rules: Overrides of `xlm_flax.parallel.DEFAULT_RULES` for `mesh`.
         strict: Refuse checkpoints that lack some of the model's tensors instead of initialising them fresh.
         seed: Seed for tensors that are initialised fresh (a head on top of a base checkpoint).
+        config: Use this config instead of the checkpoint's, e.g. with another `num_labels` for a fresh head.
         **model_kwargs: Further constructor arguments (`scan_layers`, `remat`).
 
     Returns:
@@ -365,7 +367,7 @@ def load_pretrained(
     """
     if mesh is not None and placer is not None:
         raise InputError("give either mesh= (parameters sharded by the rules) or placer=, not both")
-    config = XLMConfig.from_pretrained(path_or_hub_id)
+    config = XLMConfig.from_pretrained(path_or_hub_id) if config is None else config
     source = open_weights(path_or_hub_id)
     try:
         return _load_into(

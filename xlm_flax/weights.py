@@ -151,9 +151,60 @@ def tied_torch_names(architecture: str, config: XLMConfig) -> set[str]:
     return set()
 
 
-# Head models register their tables here: architecture name -> (rules of the head's own tensors).
+def _linear(torch_prefix: str, flax_prefix: str | None = None, *, bias: bool = True) -> list[Rule]:
+    """A `torch.nn.Linear` (`weight [out, in]`, `bias`) <-> our `Dense` (`kernel [in, out]`, `bias`)."""
+    f = torch_prefix if flax_prefix is None else flax_prefix
+    rules = [Rule(f"{torch_prefix}.weight", f"{f}.kernel", LINEAR)]
+    if bias:
+        rules.append(Rule(f"{torch_prefix}.bias", f"{f}.bias", COPY))
+    return rules
+
+
+def sequence_summary_rules(config: XLMConfig) -> list[Rule]:
+    """`XLMForSequenceClassification`: the summary projection, when `summary_use_proj`."""
+    return _linear("sequence_summary.summary") if config.summary_use_proj else []
+
+
+def token_classification_rules(config: XLMConfig) -> list[Rule]:
+    """`XLMForTokenClassification`: `classifier`."""
+    del config
+    return _linear("classifier")
+
+
+def question_answering_simple_rules(config: XLMConfig) -> list[Rule]:
+    """`XLMForQuestionAnsweringSimple`: `qa_outputs`."""
+    del config
+    return _linear("qa_outputs")
+
+
+def question_answering_rules(config: XLMConfig) -> list[Rule]:
+    """`XLMForQuestionAnswering`: the SQuAD head's start, end (with its `LayerNorm`) and answer-class layers."""
+    del config
+    return [
+        *_linear("qa_outputs.start_logits.dense"),
+        *_linear("qa_outputs.end_logits.dense_0"),
+        Rule("qa_outputs.end_logits.LayerNorm.weight", "qa_outputs.end_logits.LayerNorm.scale", COPY),
+        Rule("qa_outputs.end_logits.LayerNorm.bias", "qa_outputs.end_logits.LayerNorm.bias", COPY),
+        *_linear("qa_outputs.end_logits.dense_1"),
+        *_linear("qa_outputs.answer_class.dense_0"),
+        *_linear("qa_outputs.answer_class.dense_1", bias=False),
+    ]
+
+
+def multiple_choice_rules(config: XLMConfig) -> list[Rule]:
+    """`XLMForMultipleChoice`: the summary projection and `logits_proj`."""
+    return sequence_summary_rules(config) + _linear("logits_proj")
+
+
+# Every head model's table: architecture name -> rules of the head's own tensors (the encoder's come from
+# `encoder_rules`, under `transformer.`).
 HEAD_RULES: dict[str, Callable[[XLMConfig], list[Rule]]] = {
     "XLMWithLMHeadModel": lm_head_rules,
+    "XLMForSequenceClassification": sequence_summary_rules,
+    "XLMForTokenClassification": token_classification_rules,
+    "XLMForQuestionAnsweringSimple": question_answering_simple_rules,
+    "XLMForQuestionAnswering": question_answering_rules,
+    "XLMForMultipleChoice": multiple_choice_rules,
 }
 
 
@@ -185,5 +236,10 @@ __all__ = [
     "is_ignored_torch_name",
     "lm_head_rules",
     "model_rules",
+    "multiple_choice_rules",
+    "question_answering_rules",
+    "question_answering_simple_rules",
+    "sequence_summary_rules",
     "tied_torch_names",
+    "token_classification_rules",
 ]
