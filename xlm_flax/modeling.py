@@ -379,28 +379,65 @@ class XLMModel(PretrainedMixin, nnx.Module):
     ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
         """Runs every layer with `nnx.scan`; returns the output and, when asked, the stacked per-layer outputs
         `[L, B, T, D]` and attention weights `[L, B, N, T, S]`."""
-        n_layers = self.config.n_layers
-        rate = self.config.dropout
-        layer_keys = None if key is None else jax.random.split(key, n_layers)
-
-        def layer(x, attention, norm1, ffn, norm2, key):
-            k_attention, k_output, k_ffn = (None, None, None) if key is None else jax.random.split(key, 3)
-            out, weights = attention(x, attend, k_attention)
-            x = norm1(x + dropout(out, rate, k_output))
-            x = norm2(x + ffn(x, k_ffn))
-            x = x * keep[..., None]
-            return x, (x if output_hidden_states else None, weights if output_attentions else None)
-
-        if self.remat:
-            layer = nnx.remat(layer)
-        scan = nnx.scan(
-            layer,
-            in_axes=(nnx.Carry, 0, 0, 0, 0, None if layer_keys is None else 0),
-            out_axes=(nnx.Carry, 0),
-            unroll=1 if self.scan_layers else n_layers,
+        layer_keys = None if key is None else jax.random.split(key, self.config.n_layers)
+        graphdef, state = nnx.split((self.attentions, self.layer_norm1, self.ffns, self.layer_norm2))
+        return _layer_stack(
+            graphdef,
+            state,
+            x,
+            attend,
+            keep,
+            layer_keys,
+            rate=self.config.dropout,
+            unroll=1 if self.scan_layers else self.config.n_layers,
+            remat=self.remat,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
         )
-        x, (states, weights) = scan(x, self.attentions, self.layer_norm1, self.ffns, self.layer_norm2, layer_keys)
-        return x, states, weights
+
+
+@partial(
+    jax.jit, static_argnames=("graphdef", "rate", "unroll", "remat", "output_hidden_states", "output_attentions")
+)
+def _layer_stack(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    x: jax.Array,  # [B, T, D]
+    attend: jax.Array,
+    keep: jax.Array,  # [B, T]
+    layer_keys: jax.Array | None,  # [L, 2] or None
+    *,
+    rate: float,
+    unroll: int,
+    remat: bool,
+    output_hidden_states: bool,
+    output_attentions: bool,
+) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+    """The layer stack as a pure, jitted function of the stacked layer state.
+
+    Jitted so that an eager call of the model (a notebook, a test) compiles the scanned body once per input shape
+    and reuses it, instead of tracing and compiling the scan anew on every call; inside an outer `jit` it is inlined.
+    """
+    attentions, layer_norm1, ffns, layer_norm2 = nnx.merge(graphdef, state)
+
+    def layer(x, attention, norm1, ffn, norm2, key):
+        k_attention, k_output, k_ffn = (None, None, None) if key is None else jax.random.split(key, 3)
+        out, weights = attention(x, attend, k_attention)
+        x = norm1(x + dropout(out, rate, k_output))
+        x = norm2(x + ffn(x, k_ffn))
+        x = x * keep[..., None]
+        return x, (x if output_hidden_states else None, weights if output_attentions else None)
+
+    if remat:
+        layer = nnx.remat(layer)
+    scan = nnx.scan(
+        layer,
+        in_axes=(nnx.Carry, 0, 0, 0, 0, None if layer_keys is None else 0),
+        out_axes=(nnx.Carry, 0),
+        unroll=unroll,
+    )
+    x, (states, weights) = scan(x, attentions, layer_norm1, ffns, layer_norm2, layer_keys)
+    return x, states, weights
 
 
 class XLMPredLayer(nnx.Module):
