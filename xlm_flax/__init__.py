@@ -1,6 +1,7 @@
 """xlm-flax: XLM (Lample & Conneau, 2019) in JAX / Flax NNX."""
 
 from xlm_flax.config import XLMConfig
+from xlm_flax.inference import Embedder, FillMask
 from xlm_flax.modeling import BaseModelOutput, MaskedLMOutput, XLMModel, XLMWithLMHeadModel
 from xlm_flax.parallel import DEFAULT_RULES, make_mesh, shard_model
 
@@ -9,6 +10,8 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_RULES",
     "BaseModelOutput",
+    "Embedder",
+    "FillMask",
     "MaskedLMOutput",
     "XLMConfig",
     "XLMModel",

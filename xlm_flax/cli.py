@@ -14,6 +14,16 @@ import sys
 from collections.abc import Callable, Sequence
 
 from xlm_flax.errors import XLMFlaxError
+from xlm_flax.inference_cli import (
+    add_demo,
+    add_embed,
+    add_fill_mask,
+    add_info,
+    cmd_demo,
+    cmd_embed,
+    cmd_fill_mask,
+    cmd_info,
+)
 
 PROG = "xlm-flax"
 
@@ -82,6 +92,10 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
 # Every subcommand: name -> (function adding its arguments, function running it). One line per command.
 COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {
     "convert": (add_convert, cmd_convert),
+    "fill-mask": (add_fill_mask, cmd_fill_mask),
+    "embed": (add_embed, cmd_embed),
+    "info": (add_info, cmd_info),
+    "demo": (add_demo, cmd_demo),
 }
 
 
