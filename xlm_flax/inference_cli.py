@@ -141,7 +141,9 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, metavar="FILE", help="text file, one sentence per line; - for stdin")
     p.add_argument("--output", required=True, metavar="OUT.npy", help="where to write the embeddings")
     p.add_argument("--pooling", default="mean", choices=("mean", "first", "max"), help="default mean")
-    p.add_argument("--layer", default="-1", help="hidden layer to pool (-1 last), or a list to average: -1,-2")
+    p.add_argument(
+        "--layer", default="-1", help="hidden layer to pool (-1: last), or a list to average, written --layer=-1,-2"
+    )
     p.add_argument("--batch-size", type=int, default=32, help="sentences per device batch (default 32)")
     p.add_argument("--normalize", action="store_true", help="scale each vector to unit length")
     p.add_argument("--lang", help="language code (e.g. en) for tokenization and language embeddings")
