@@ -12,6 +12,7 @@ from xlm_flax.heads import (
     XLMForSequenceClassification,
     XLMForTokenClassification,
 )
+from xlm_flax.inference import Embedder, FillMask
 from xlm_flax.modeling import BaseModelOutput, MaskedLMOutput, XLMModel, XLMWithLMHeadModel
 from xlm_flax.parallel import DEFAULT_RULES, make_mesh, pmap_forward, shard_model, sharded_forward
 
@@ -21,6 +22,8 @@ __all__ = [
     "DEFAULT_RULES",
     "BaseModelOutput",
     "ClassifierOutput",
+    "Embedder",
+    "FillMask",
     "MaskedLMOutput",
     "QuestionAnsweringOutput",
     "SquadOutput",

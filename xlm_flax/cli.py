@@ -14,6 +14,16 @@ import sys
 from collections.abc import Callable, Sequence
 
 from xlm_flax.errors import XLMFlaxError
+from xlm_flax.inference_cli import (
+    add_demo,
+    add_embed,
+    add_fill_mask,
+    add_info,
+    cmd_demo,
+    cmd_embed,
+    cmd_fill_mask,
+    cmd_info,
+)
 
 PROG = "xlm-flax"
 
@@ -139,6 +149,10 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]] = {
     "convert": (add_convert, cmd_convert),
     "export": (add_export, cmd_export),
+    "fill-mask": (add_fill_mask, cmd_fill_mask),
+    "embed": (add_embed, cmd_embed),
+    "info": (add_info, cmd_info),
+    "demo": (add_demo, cmd_demo),
 }
 
 

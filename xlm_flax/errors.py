@@ -23,4 +23,8 @@ class InputError(XLMFlaxError, ValueError):
     """Input data (texts, token ids, languages) that the model cannot take."""
 
 
-__all__ = ["CheckpointError", "ConfigError", "InputError", "MissingFileError", "XLMFlaxError"]
+class DependencyError(XLMFlaxError, ImportError):
+    """An optional package (e.g. torch) that the requested operation needs is not installed."""
+
+
+__all__ = ["CheckpointError", "ConfigError", "DependencyError", "InputError", "MissingFileError", "XLMFlaxError"]

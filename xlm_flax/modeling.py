@@ -396,9 +396,7 @@ class XLMModel(PretrainedMixin, nnx.Module):
         )
 
 
-@partial(
-    jax.jit, static_argnames=("graphdef", "rate", "unroll", "remat", "output_hidden_states", "output_attentions")
-)
+@partial(jax.jit, static_argnames=("graphdef", "rate", "unroll", "remat", "output_hidden_states", "output_attentions"))
 def _layer_stack(
     graphdef: nnx.GraphDef,
     state: nnx.State,

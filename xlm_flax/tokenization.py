@@ -1,0 +1,199 @@
+"""Tokenizer glue: transformers' `XLMTokenizer` (Moses + BPE) loaded from a model directory, language handling, and a
+small vocabulary builder for tests and the demo.
+
+XLM's vocabulary starts with the same special tokens in every public checkpoint: `<s>`=0, `</s>`=1, `<pad>`=2,
+`<unk>`=3, `<special0>`..`<special9>`=4..13; the mask token is `<special1>` (id 5). Words are BPE pieces, a piece
+that ends a word carrying a `</w>` suffix (`hello</w>`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from xlm_flax.config import XLMConfig
+from xlm_flax.errors import InputError, MissingFileError
+from xlm_flax.hub import resolve_file
+
+logger = logging.getLogger("xlm_flax")
+
+VOCAB_FILE = "vocab.json"
+MERGES_FILE = "merges.txt"
+# Read when present; transformers writes the first, older hub repositories may have the others.
+OPTIONAL_TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+
+SPECIAL_TOKENS = ("<s>", "</s>", "<pad>", "<unk>", *(f"<special{i}>" for i in range(10)))
+
+# The words of the demo and test vocabulary: enough for readable example sentences.
+DEFAULT_WORDS = (
+    "the a an of and to in on at is was are be it this that with for as by from my your his her our their "
+    "i you he she we they cat cats dog dogs sat sits runs ran eat eats like likes see saw mat house home city "
+    "capital paris london berlin france england germany country river sea sun moon day night good bad big small "
+    "red blue green old new book books car tree water food music language languages model word words sentence "
+    "hello world english french german speak speaks read reads write writes love loves"
+).split()
+_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-:;\"()"
+
+
+def load_tokenizer(path_or_hub_id: str | os.PathLike) -> Any:
+    """Loads transformers' `XLMTokenizer` from a model directory or hub id.
+
+    Args:
+        path_or_hub_id: A directory holding `vocab.json` and `merges.txt` (and usually `tokenizer_config.json`),
+            or a hub id such as `FacebookAI/xlm-mlm-en-2048`.
+
+    Returns:
+        A `transformers.XLMTokenizer`.
+
+    Raises:
+        MissingFileError: the directory lacks `vocab.json` or `merges.txt` (the message names the file).
+    """
+    try:
+        vocab = resolve_file(path_or_hub_id, VOCAB_FILE)
+        resolve_file(path_or_hub_id, MERGES_FILE)
+    except MissingFileError as e:
+        raise MissingFileError(
+            f"{e} (the tokenizer needs {VOCAB_FILE} and {MERGES_FILE}; copy them from the original model, or "
+            "convert it with `xlm-flax convert`, which copies them)"
+        ) from e
+    for name in OPTIONAL_TOKENIZER_FILES:
+        resolve_file(path_or_hub_id, name, required=False)  # hub ids: bring them into the same snapshot directory
+    from transformers import XLMTokenizer
+
+    return XLMTokenizer.from_pretrained(os.path.dirname(vocab))
+
+
+def _word_pieces(word: str) -> list[str]:
+    return [*word[:-1], word[-1] + "</w>"]
+
+
+def build_test_tokenizer(
+    directory: str | os.PathLike,
+    words: Sequence[str] = DEFAULT_WORDS,
+    *,
+    lang2id: dict[str, int] | None = None,
+    model_max_length: int | None = None,
+) -> int:
+    """Writes a small XLM tokenizer (`vocab.json`, `merges.txt`, `tokenizer_config.json`) into `directory`.
+
+    The vocabulary has XLM's special-token layout, every character of `a-z0-9` and common punctuation both inside a
+    word and ending one, and each of `words` as a whole token (with the BPE merges that build it). Any lower-case
+    ASCII text therefore tokenizes without `<unk>`. The files are those transformers writes
+    (`XLMTokenizer.save_pretrained`), each moved into place atomically.
+
+    Args:
+        directory: Where to write; created if needed. Other files in it are kept.
+        words: Whole-word tokens of the vocabulary (lower case).
+        lang2id: Languages of a multilingual model, recorded in the tokenizer config.
+        model_max_length: Recorded in the tokenizer config (usually `max_position_embeddings`).
+
+    Returns:
+        The vocabulary size (use it as the model's `vocab_size`).
+    """
+    from transformers import XLMTokenizer
+
+    vocab: dict[str, int] = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
+    for word in words:
+        vocab.setdefault(word + "</w>", len(vocab))
+    for c in _CHARACTERS:
+        vocab.setdefault(c, len(vocab))
+        vocab.setdefault(c + "</w>", len(vocab))
+    merges: dict[tuple[str, str], None] = {}
+    for word in words:
+        pieces = _word_pieces(word)
+        current = pieces[0]
+        for piece in pieces[1:]:  # left to right: "h e" -> "he l" -> "hel l" -> "hell o</w>"
+            merges.setdefault((current, piece), None)
+            current += piece
+            vocab.setdefault(current, len(vocab))  # intermediate pieces, where BPE may stop for other words
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".tokenizer-") as tmp:
+        with open(os.path.join(tmp, "in-" + VOCAB_FILE), "w", encoding="utf-8") as f:
+            json.dump(vocab, f, ensure_ascii=False)
+        with open(os.path.join(tmp, "in-" + MERGES_FILE), "w", encoding="utf-8") as f:
+            f.writelines(f"{a} {b}\n" for a, b in merges)
+        kwargs: dict[str, Any] = {}
+        if lang2id:
+            kwargs.update(lang2id=dict(lang2id), id2lang={int(v): k for k, v in lang2id.items()})
+        if model_max_length is not None:
+            kwargs["model_max_length"] = model_max_length
+        tokenizer = XLMTokenizer(
+            os.path.join(tmp, "in-" + VOCAB_FILE), os.path.join(tmp, "in-" + MERGES_FILE), **kwargs
+        )
+        out = os.path.join(tmp, "out")
+        tokenizer.save_pretrained(out)
+        for name in os.listdir(out):
+            os.replace(os.path.join(out, name), os.path.join(directory, name))
+    return len(vocab)
+
+
+class Languages:
+    """Maps `lang="en"` to the Moses language code and to the `langs` id a model with language embeddings needs.
+
+    Args:
+        config: The model config (`lang2id`, `lang_id`, `n_langs`, `use_lang_emb`).
+    """
+
+    def __init__(self, config: XLMConfig):
+        self.config = config
+        self._warned_default = False
+
+    def resolve(self, lang: str | None) -> tuple[str, int | None]:
+        """Returns `(moses_code, lang_id)` for `lang`.
+
+        `lang_id` is None for models without language embeddings. A model that needs a language and gets none uses
+        the config's `lang_id` and says so once (per `Languages` object).
+
+        Raises:
+            InputError: `lang` is not one of the config's languages (the message lists them).
+        """
+        config = self.config
+        known = config.lang2id
+        if lang is not None and not isinstance(lang, str):
+            raise InputError(f"lang={lang!r}: give a language code such as 'en'")
+        if lang is not None and known and lang not in known:
+            raise InputError(f"unknown language {lang!r}; this model knows: {', '.join(sorted(known))}")
+        if lang is not None:
+            return lang, (known[lang] if config.has_lang_embeddings and known else None)
+        default_code = config.id2lang.get(config.lang_id, "en")
+        if not config.has_lang_embeddings:
+            return default_code, None
+        if not self._warned_default:
+            self._warned_default = True
+            logger.warning(
+                "this model has language embeddings and no language was given: using the default %r (id %d); "
+                "pass lang=... (one of %s)",
+                default_code,
+                config.lang_id,
+                ", ".join(sorted(known)) or "no names in the config",
+            )
+        return default_code, config.lang_id
+
+
+def encode_text(tokenizer: Any, text: str, lang: str) -> list[int]:
+    """Token ids of one text with `<s>` and `</s>` around it, tokenized with the Moses rules of `lang`."""
+    tokens = tokenizer.tokenize(text, lang=lang)
+    return tokenizer.build_inputs_with_special_tokens(tokenizer.convert_tokens_to_ids(tokens))
+
+
+def truncate(ids: list[int], max_length: int, eos_index: int) -> list[int]:
+    """Cuts `ids` to `max_length` tokens, keeping the closing `</s>` (as transformers' truncation does)."""
+    if len(ids) <= max_length:
+        return ids
+    return [*ids[: max_length - 1], eos_index]
+
+
+__all__ = [
+    "DEFAULT_WORDS",
+    "SPECIAL_TOKENS",
+    "Languages",
+    "build_test_tokenizer",
+    "encode_text",
+    "load_tokenizer",
+    "truncate",
+]
