@@ -23,24 +23,16 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from xlm_flax.buckets import HostBatch, Prefetcher, batch_buckets, batch_order, bucket_for, length_buckets, pad_batch
-from xlm_flax.checkpoint import abstract_model
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import CheckpointError, InputError
 from xlm_flax.modeling import MODEL_CLASSES, XLMModel, XLMWithLMHeadModel
-from xlm_flax.parallel import DATA, data_sharding, parameter_shardings, shard_model
+from xlm_flax.parallel import DATA, data_sharding, shard_model
 from xlm_flax.tokenization import Languages, encode_text, load_tokenizer, truncate
 
 logger = logging.getLogger("xlm_flax")
 
 POOLINGS = ("mean", "first", "max")
 OUTPUTS = ("numpy", "jax")
-
-
-def _mesh_placer(cls: type, config: XLMConfig, mesh: Mesh, rules: Any) -> Callable[[str, np.ndarray], jax.Array]:
-    """Places each parameter straight into its sharding while loading: no full copy on one device first."""
-    shardings = parameter_shardings(abstract_model(cls, config), mesh, rules)
-    by_name = {".".join(map(str, path)): sharding for path, sharding in nnx.to_flat_state(shardings)}
-    return lambda name, value: jax.device_put(value, by_name[name])
 
 
 def _preview(text: str, width: int = 40) -> str:
@@ -258,15 +250,14 @@ class FillMask(_Engine):
             MissingFileError: config, weights or tokenizer files are missing (the message names the file).
             CheckpointError: the checkpoint has no language-model head.
         """
-        config = XLMConfig.from_pretrained(path_or_hub_id)
+        XLMConfig.from_pretrained(path_or_hub_id)  # first, so that a missing or bad config.json is what is reported
         tokenizer = load_tokenizer(path_or_hub_id)
-        placer = _mesh_placer(XLMWithLMHeadModel, config, mesh, rules) if mesh is not None else None
         try:
             model = XLMWithLMHeadModel.from_pretrained(
-                path_or_hub_id, dtype=dtype, param_dtype=param_dtype, placer=placer, strict=True
+                path_or_hub_id, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, strict=True
             )
         except CheckpointError as e:
-            if "lacks tensors" not in str(e):
+            if "missing tensors" not in str(e):
                 raise
             raise CheckpointError(f"fill-mask needs a model with its language-model head: {e}") from e
         return cls(model, tokenizer, mesh=mesh, rules=rules)
@@ -496,8 +487,7 @@ class Embedder(_Engine):
         # The checkpoint's own class, so that its head tensors are expected rather than reported as unused.
         architecture = next((a for a in config.architectures if a in MODEL_CLASSES), "XLMModel")
         model_cls = MODEL_CLASSES[architecture]
-        placer = _mesh_placer(model_cls, config, mesh, rules) if mesh is not None else None
-        model = model_cls.from_pretrained(path_or_hub_id, dtype=dtype, param_dtype=param_dtype, placer=placer)
+        model = model_cls.from_pretrained(path_or_hub_id, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules)
         return cls(model, tokenizer, pooling=pooling, mesh=mesh, rules=rules)
 
     def _layers(self, layer: int | Sequence[int]) -> tuple[int, ...]:
