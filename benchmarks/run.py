@@ -207,33 +207,29 @@ class Fixture:
         return self._flax_model
 
 
-def write_tokenizer(directory: str, vocab_size: int, n_words: int = 3000) -> None:
-    """Writes a synthetic XLM BPE vocabulary (`vocab.json`, `merges.txt`) whose words are made of letters, with
-    merges that rebuild each word, so that XLMTokenizer gives one to a few tokens per word."""
-    import numpy as np
+def synthetic_words() -> list[str]:
+    """The words of the synthetic vocabulary: every one- and two-letter lower-case word (702)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return list(letters) + [a + b for a in letters for b in letters]
 
-    rng = np.random.default_rng(0)
+
+def write_tokenizer(directory: str, vocab_size: int) -> None:
+    """Writes a synthetic XLM BPE vocabulary (`vocab.json`, `merges.txt`) in which every word of `synthetic_words()`
+    is one token: a two-letter word needs a single merge, so BPE's merge order cannot split it differently."""
     letters = "abcdefghijklmnopqrstuvwxyz"
     vocab = {"<s>": 0, "</s>": 1, "<pad>": 2, "<unk>": 3, "<special0>": 4, "<special1>": 5}
     for i in range(2, 10):
         vocab[f"<special{i}>"] = len(vocab)
-    for c in letters:
+    for c in letters + ".":
         vocab[c] = len(vocab)
         vocab[c + "</w>"] = len(vocab)
-    merges: list[str] = []
-    seen: set[str] = set()
-    for _ in range(n_words):
-        word = "".join(rng.choice(list(letters), size=int(rng.integers(2, 9))))
-        pieces = [*word[:-1], word[-1] + "</w>"]
-        prefix = pieces[0]
-        for piece in pieces[1:]:
-            merged = prefix + piece
-            if f"{prefix} {piece}" not in seen:
-                seen.add(f"{prefix} {piece}")
-                merges.append(f"{prefix} {piece}")
-            if merged not in vocab and len(vocab) < vocab_size:
-                vocab[merged] = len(vocab)
-            prefix = merged
+    merges = []
+    for word in synthetic_words():
+        if len(word) == 2:
+            merges.append(f"{word[0]} {word[1]}</w>")
+            vocab[word + "</w>"] = len(vocab)
+    if len(vocab) > vocab_size:
+        raise ValueError(f"the synthetic vocabulary needs {len(vocab)} ids; the model has {vocab_size}")
     with open(os.path.join(directory, "vocab.json"), "w", encoding="utf-8") as f:
         json.dump(vocab, f)
     with open(os.path.join(directory, "merges.txt"), "w", encoding="utf-8") as f:
@@ -243,16 +239,12 @@ def write_tokenizer(directory: str, vocab_size: int, n_words: int = 3000) -> Non
 
 
 def sentences_for(n: int, seed: int = 0) -> list[str]:
-    """`n` sentences of 3 to 60 words drawn from the synthetic vocabulary's letters (varied lengths)."""
+    """`n` sentences of 3 to 48 vocabulary words and a full stop (varied lengths, one token per word)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    letters = list("abcdefghijklmnopqrstuvwxyz")
-    out = []
-    for _ in range(n):
-        words = ["".join(rng.choice(letters, size=int(rng.integers(2, 8)))) for _ in range(int(rng.integers(3, 61)))]
-        out.append(" ".join(words) + " .")
-    return out
+    words = synthetic_words()
+    return [" ".join(rng.choice(words, size=int(rng.integers(3, 49)))) + " ." for _ in range(n)]
 
 
 def child_env() -> dict[str, str]:
@@ -698,6 +690,16 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             results["sections"][name] = SECTION_FUNCTIONS[name](args, fixture)
             results["sections"][name]["section_wall_s"] = time.perf_counter() - start
+    if "matmul" in results["sections"]:
+        # Timed again at the end: the ceiling is the best seen, so that a busy moment at the start does not lower
+        # it (a ceiling fraction above 1 would mean the ceiling itself was measured under load).
+        log("section matmul (again)")
+        again = section_matmul(args, fixture=None)
+        first = results["sections"]["matmul"]
+        for lib in ("jax", "torch"):
+            first[lib]["gflops_end"] = again[lib]["gflops"]
+            first[lib]["gflops"] = max(first[lib]["gflops"], again[lib]["gflops"])
+        first["ceiling_gflops"] = max(first["ceiling_gflops"], again["ceiling_gflops"])
     ceiling = results["sections"].get("matmul", {}).get("ceiling_gflops")
     for row in results["sections"].get("forward", {}).get("rows", []):
         for impl in ("xlm_flax", "torch_eager", "torch_compile"):
