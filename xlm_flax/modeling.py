@@ -109,7 +109,9 @@ class MultiHeadAttention(nnx.Module):
         self.rate = config.attention_dropout
         self.dtype = dtype
 
-    def __call__(self, x: jax.Array, attend: jax.Array, key: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    def __call__(
+        self, x: jax.Array, attend: jax.Array, key: jax.Array | None, *, output_weights: bool = True
+    ) -> tuple[jax.Array, jax.Array | None]:
         """Attends over `x`.
 
         Args:
@@ -117,13 +119,23 @@ class MultiHeadAttention(nnx.Module):
             attend: Boolean, true where attention is allowed: `[batch, 1, 1, length]` (padding) or
                 `[batch, 1, length, length]` (causal).
             key: Dropout key for the attention weights, or None when deterministic.
+            output_weights: Return the attention weights. When false and there is no attention dropout, the
+                product goes through `jax.nn.dot_product_attention`, which picks the backend's kernel (cuDNN's
+                fused attention on GPU where it applies, the same XLA einsums as below elsewhere).
 
         Returns:
-            The output `[batch, length, emb_dim]` and the attention weights `[batch, heads, length, length]`.
+            The output `[batch, length, emb_dim]` and the attention weights `[batch, heads, length, length]` (None
+            when `output_weights` is false).
         """
         q = self.q_lin(x) / math.sqrt(self.head_dim)  # [B, T, N, H]; scaled before the product, as the reference
         k = self.k_lin(x)  # [B, S, N, H]
         v = self.v_lin(x)  # [B, S, N, H]
+        if not output_weights and (key is None or self.rate == 0.0):
+            # Same math as the explicit path: masked scores are replaced by a large negative number (rows with
+            # nothing to attend to become uniform, as with the reference's finfo.min) and the softmax is float32.
+            # scale=1 because q is already scaled, in the reference's order.
+            context = jax.nn.dot_product_attention(q, k, v, mask=attend, scale=1.0)
+            return self.out_lin(context), None
         scores = jnp.einsum("BTNH,BSNH->BNTS", q, k, preferred_element_type=jnp.float32)
         scores = jnp.where(attend, scores, jnp.finfo(scores.dtype).min)
         weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)  # softmax always in float32
@@ -420,7 +432,7 @@ def _layer_stack(
 
     def layer(x, attention, norm1, ffn, norm2, key):
         k_attention, k_output, k_ffn = (None, None, None) if key is None else jax.random.split(key, 3)
-        out, weights = attention(x, attend, k_attention)
+        out, weights = attention(x, attend, k_attention, output_weights=output_attentions)
         x = norm1(x + dropout(out, rate, k_output))
         x = norm2(x + ffn(x, k_ffn))
         x = x * keep[..., None]
