@@ -30,6 +30,10 @@ def length_buckets(max_length: int, minimum: int = 8) -> tuple[int, ...]:
     (8, 16, 32, 64, 128, 256, 512)
     >>> length_buckets(13)
     (8, 13)
+
+    Args:
+        max_length: The longest length (the model's `max_position_embeddings`).
+        minimum: The shortest bucket.
     """
     sizes = []
     size = minimum
@@ -48,6 +52,10 @@ def batch_buckets(batch_size: int, multiple: int = 1) -> tuple[int, ...]:
     (1, 2, 4, 8, 16, 32)
     >>> batch_buckets(12, multiple=8)
     (8, 16)
+
+    Args:
+        batch_size: The largest batch.
+        multiple: Every bucket is a multiple of this (the mesh's data axis).
     """
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size}: must be at least 1")
@@ -61,7 +69,12 @@ def batch_buckets(batch_size: int, multiple: int = 1) -> tuple[int, ...]:
 
 
 def bucket_for(value: int, buckets: Sequence[int]) -> int:
-    """The smallest bucket that holds `value`."""
+    """The smallest bucket that holds `value`.
+
+    Args:
+        value: A length or batch size.
+        buckets: Increasing bucket sizes.
+    """
     for size in buckets:
         if value <= size:
             return size
@@ -105,7 +118,16 @@ def pad_batch(
     pad_index: int,
     lang_id: int | None,
 ) -> HostBatch:
-    """Pads `sequences` into a `[batch, length]` `HostBatch`; padding rows are all padding (mask 0)."""
+    """Pads `sequences` into a `[batch, length]` `HostBatch`; padding rows are all padding (mask 0).
+
+    Args:
+        indices: Input positions of the rows.
+        sequences: Token ids of each row.
+        batch: Padded batch size.
+        length: Padded length.
+        pad_index: Padding token id.
+        lang_id: Language id for every token, or None for no `langs`.
+    """
     ids = np.full((batch, length), pad_index, dtype=np.int32)
     mask = np.zeros((batch, length), dtype=np.int32)
     for row, seq in enumerate(sequences):
@@ -135,6 +157,10 @@ class Prefetcher:
 
     Exceptions raised by the producer are re-raised in the consumer, in order. `close()` (or leaving the `with`
     block) stops the producer even if the consumer stopped early.
+
+    Args:
+        items: The iterable to run ahead.
+        depth: How many items may wait in the queue.
     """
 
     def __init__(self, items: Iterable[Any], depth: int = 2):

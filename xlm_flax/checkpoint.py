@@ -67,15 +67,27 @@ class TensorSource:
         raise NotImplementedError
 
     def shape(self, name: str) -> tuple[int, ...]:
-        """Shape of `name` without reading it."""
+        """Shape of `name` without reading it.
+
+        Args:
+            name: Tensor name.
+        """
         raise NotImplementedError
 
     def dtype(self, name: str) -> np.dtype:
-        """NumPy dtype of `name` without reading it."""
+        """NumPy dtype of `name` without reading it.
+
+        Args:
+            name: Tensor name.
+        """
         raise NotImplementedError
 
     def read(self, name: str) -> np.ndarray:
-        """Reads `name` into a new NumPy array."""
+        """Reads `name` into a new NumPy array.
+
+        Args:
+            name: Tensor name.
+        """
         raise NotImplementedError
 
     def close(self) -> None:
@@ -83,7 +95,12 @@ class TensorSource:
 
 
 class SafetensorsSource(TensorSource):
-    """One or several (sharded) safetensors files."""
+    """One or several (sharded) safetensors files.
+
+    Args:
+        paths: The safetensors files.
+        kind: `"flax"` (native names) or `"torch"` (transformers names).
+    """
 
     def __init__(self, paths: list[str], kind: str):
         self.kind = kind
@@ -95,21 +112,41 @@ class SafetensorsSource(TensorSource):
                 self._readers[name] = reader
 
     def names(self) -> list[str]:
+        """Every tensor name."""
         return list(self._readers)
 
     def shape(self, name: str) -> tuple[int, ...]:
+        """Shape of `name` without reading it.
+
+        Args:
+            name: Tensor name.
+        """
         return self._readers[name].shape(name)
 
     def dtype(self, name: str) -> np.dtype:
+        """NumPy dtype of `name` without reading it.
+
+        Args:
+            name: Tensor name.
+        """
         return self._readers[name].dtype(name)
 
     def read(self, name: str) -> np.ndarray:
+        """Reads `name` into a new NumPy array.
+
+        Args:
+            name: Tensor name.
+        """
         return self._readers[name].read(name)
 
 
 class TorchFileSource(TensorSource):
     """A `pytorch_model.bin`, loaded with `torch.load(weights_only=True)`: tensors and plain containers only, so a
-    file that would run code when unpickled is refused."""
+    file that would run code when unpickled is refused.
+
+    Args:
+        path: The `pytorch_model.bin` file.
+    """
 
     kind = "torch"
 
@@ -141,12 +178,23 @@ class TorchFileSource(TensorSource):
         self._state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
     def names(self) -> list[str]:
+        """Every tensor name."""
         return list(self._state)
 
     def shape(self, name: str) -> tuple[int, ...]:
+        """Shape of `name`.
+
+        Args:
+            name: Tensor name.
+        """
         return tuple(self._state[name].shape)
 
     def dtype(self, name: str) -> np.dtype:
+        """NumPy dtype of `name`.
+
+        Args:
+            name: Tensor name.
+        """
         import torch
 
         tensor = self._state[name]
@@ -155,9 +203,15 @@ class TorchFileSource(TensorSource):
         return np.dtype(torch.empty((), dtype=tensor.dtype).numpy().dtype)
 
     def read(self, name: str) -> np.ndarray:
+        """Converts `name` to a new NumPy array.
+
+        Args:
+            name: Tensor name.
+        """
         return torch_to_numpy(self._state[name])
 
     def close(self) -> None:
+        """Drops the loaded tensors."""
         self._state = {}
 
 
@@ -173,6 +227,9 @@ def torch_to_numpy(tensor: Any) -> np.ndarray:
 
 def open_weights(path_or_hub_id: str | os.PathLike) -> TensorSource:
     """Opens the weights of a model directory or hub id, whichever layout they are in.
+
+    Args:
+        path_or_hub_id: A model directory or hub id.
 
     Raises:
         MissingFileError: when no weight file is found (the message lists the names looked for).
@@ -204,7 +261,13 @@ def open_weights(path_or_hub_id: str | os.PathLike) -> TensorSource:
 
 
 def abstract_model(cls: type, config: XLMConfig, **model_kwargs: Any) -> nnx.Module:
-    """The model with `jax.ShapeDtypeStruct` in place of every parameter: shapes and dtypes, no memory."""
+    """The model with `jax.ShapeDtypeStruct` in place of every parameter: shapes and dtypes, no memory.
+
+    Args:
+        cls: The model class.
+        config: Its config.
+        **model_kwargs: Constructor arguments (`dtype`, `param_dtype`, ...).
+    """
     return nnx.eval_shape(lambda: cls(config, rngs=nnx.Rngs(0), **model_kwargs))
 
 
@@ -214,6 +277,12 @@ def _flax_name(path: tuple) -> str:
 
 class LoadPlan:
     """Which target parameter comes from which source tensors, checked before anything is read.
+
+    Args:
+        source: The tensors to read.
+        architecture: transformers class name of the target model.
+        config: The target model's config.
+        targets: Flat Flax path -> abstract variable of the target model.
 
     Attributes:
         found: Flax path -> (rule, source names in layer order) for torch sources, or the source name for native.
@@ -288,6 +357,10 @@ class LoadPlan:
         """Raises one error listing every problem: missing encoder tensors and wrong shapes always, missing head
         tensors unless `missing_ok`, unexpected tensors unless `unused_ok`.
 
+        Args:
+            missing_ok: Accept missing head tensors (they are freshly initialised).
+            unused_ok: Accept source tensors the target does not use.
+
         Raises:
             CheckpointError: naming every offending tensor, so that one run shows everything to fix.
         """
@@ -303,7 +376,13 @@ class LoadPlan:
             raise CheckpointError(f"{self.source.description} does not fit the model: {' | '.join(problems)}")
 
     def read(self, path: str, per_layer_shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """Reads and converts the tensor(s) of target `path` into one array of the target dtype."""
+        """Reads and converts the tensor(s) of target `path` into one array of the target dtype.
+
+        Args:
+            path: Flat Flax path of the target parameter.
+            per_layer_shape: Target shape of one layer (the whole shape for unstacked tensors).
+            dtype: Target dtype.
+        """
         rule, names = self.found[path]
         if rule is None:
             return self.source.read(names[0]).astype(dtype, copy=False)
@@ -323,7 +402,12 @@ def _strip(path: str, prefixed: bool) -> str:
 
 
 def default_placer(path: str, value: np.ndarray) -> jax.Array:
-    """Puts a host array on the default device."""
+    """Puts a host array on the default device.
+
+    Args:
+        path: Flat parameter path (unused).
+        value: The host array.
+    """
     del path
     return jax.device_put(value)
 
@@ -461,6 +545,10 @@ def check_destination(destination: str | os.PathLike, *, force: bool = False) ->
     Called before long work (a conversion) so that a bad output path fails at once, and again by
     `atomic_directory`.
 
+    Args:
+        destination: The output directory.
+        force: Accept a non-empty directory (it will be replaced).
+
     Raises:
         InputError: if `destination` is a file, or a non-empty directory without `force`.
     """
@@ -522,7 +610,12 @@ def write_config(directory: str, config: XLMConfig, architecture: str, dtype: np
 
 
 def copy_tokenizer_files(source: str | os.PathLike | None, directory: str) -> list[str]:
-    """Copies the tokenizer files that `source` (a directory or hub id) has into `directory`; returns their names."""
+    """Copies the tokenizer files that `source` (a directory or hub id) has into `directory`; returns their names.
+
+    Args:
+        source: A directory or hub id; None copies nothing.
+        directory: Where to copy them.
+    """
     if source is None:
         return []
     copied = []

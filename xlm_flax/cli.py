@@ -45,7 +45,11 @@ def _print_err(message: str) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    """`xlm-flax convert SRC DST`."""
+    """`xlm-flax convert SRC DST`.
+
+    Args:
+        args: The parsed command line.
+    """
     from xlm_flax.conversion import convert_checkpoint
     from xlm_flax.original import convert_original, is_original_checkpoint
 
@@ -83,7 +87,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def add_convert(sub: argparse._SubParsersAction) -> None:
-    """Arguments of `xlm-flax convert`."""
+    """Arguments of `xlm-flax convert`.
+
+    Args:
+        sub: The subparsers of the `xlm-flax` parser, to add the command to.
+    """
     convert = sub.add_parser(
         "convert",
         help="convert a transformers XLM checkpoint (hub id or directory) or an original XLM .pth file to a native "
@@ -121,7 +129,11 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """`xlm-flax export SRC DST`."""
+    """`xlm-flax export SRC DST`.
+
+    Args:
+        args: The parsed command line.
+    """
     from xlm_flax.export import export_checkpoint
 
     report = export_checkpoint(args.source, args.destination, force=args.force, log=_print_err)
@@ -134,7 +146,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
-    """Arguments of `xlm-flax export`."""
+    """Arguments of `xlm-flax export`.
+
+    Args:
+        sub: The subparsers of the `xlm-flax` parser, to add the command to.
+    """
     export = sub.add_parser(
         "export",
         help="export a native checkpoint directory to a transformers (PyTorch) directory",
@@ -169,7 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit status."""
+    """Runs the command line; returns the exit status.
+
+    Args:
+        argv: The arguments; None reads `sys.argv[1:]`.
+    """
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
     try:
         parser = build_parser()

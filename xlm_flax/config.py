@@ -149,7 +149,11 @@ class XLMConfig:
         return {v: k for k, v in self.lang2id.items()}
 
     def replace(self, **changes: Any) -> XLMConfig:
-        """Returns a copy with `changes` applied (and validated)."""
+        """Returns a copy with `changes` applied (and validated).
+
+        Args:
+            **changes: Field name -> new value.
+        """
         return dataclasses.replace(self, **changes)
 
     # --------------------------------------------------------------------------------------------------- validation
@@ -254,6 +258,9 @@ class XLMConfig:
     def from_json_file(cls, path: str | os.PathLike) -> XLMConfig:
         """Reads a `config.json` file.
 
+        Args:
+            path: The `config.json` file.
+
         Raises:
             ConfigError: if the file is not valid JSON or not a runnable XLM config.
         """
@@ -290,6 +297,9 @@ class XLMConfig:
         """Returns the config of one of the ten public XLM checkpoints, e.g. `"xlm-mlm-en-2048"`.
 
         The `FacebookAI/` prefix is optional. Used to build full-size models (random or abstract) offline.
+
+        Args:
+            name: Checkpoint name, with or without the `FacebookAI/` prefix.
         """
         from xlm_flax.presets import PRESETS  # local import: presets import this module
 

@@ -57,7 +57,12 @@ class ConversionReport:
 
 
 def infer_architecture(config: XLMConfig, source: TensorSource) -> str:
-    """The model class of a checkpoint: the config's `architectures` entry when we know it, else from the names."""
+    """The model class of a checkpoint: the config's `architectures` entry when we know it, else from the names.
+
+    Args:
+        config: The checkpoint's config.
+        source: Its tensors.
+    """
     for name in config.architectures:
         if name in MODEL_CLASSES:
             return name
@@ -74,7 +79,11 @@ def infer_architecture(config: XLMConfig, source: TensorSource) -> str:
 
 
 def storage_dtype(name: str) -> np.dtype:
-    """Parses a storage dtype name (`float32`, `bfloat16`, `float16`)."""
+    """Parses a storage dtype name (`float32`, `bfloat16`, `float16`).
+
+    Args:
+        name: The dtype name.
+    """
     if name not in STORAGE_DTYPES:
         raise InputError(f"unknown dtype {name!r}; use one of {', '.join(STORAGE_DTYPES)}")
     return STORAGE_DTYPES[name]

@@ -78,6 +78,10 @@ def build_demo_model(target: str, *, log: Callable[[str], Any] = lambda message:
     Everything is built in a temporary directory next to `target` and renamed into place at the end, so an
     interrupted build leaves nothing half-written, and concurrent builds leave one complete copy.
 
+    Args:
+        target: The directory to create.
+        log: Called with progress lines.
+
     Returns:
         The largest differences against PyTorch, per output.
 

@@ -257,7 +257,11 @@ def gather(tree: Any, batch: int | None = None) -> Any:
 
 
 def sync(name: str = "xlm_flax") -> None:
-    """Waits until every process reaches this point (e.g. before process 0 reads what the others wrote)."""
+    """Waits until every process reaches this point (e.g. before process 0 reads what the others wrote).
+
+    Args:
+        name: Barrier name; every process must use the same one.
+    """
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(name)
 

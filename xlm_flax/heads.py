@@ -126,7 +126,13 @@ class SquadOutput:
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int | jax.Array = -100) -> jax.Array:
     """Mean cross-entropy of `logits [n, classes]` against integer `labels [n]`, skipping `ignore_index`
-    (PyTorch's `CrossEntropyLoss`; NaN when every label is ignored, as there)."""
+    (PyTorch's `CrossEntropyLoss`; NaN when every label is ignored, as there).
+
+    Args:
+        logits: `[n, classes]`.
+        labels: `[n]` class ids.
+        ignore_index: Label value to skip.
+    """
     valid = labels != ignore_index
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     picked = jnp.take_along_axis(log_probs, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
@@ -134,7 +140,12 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int | jax.
 
 
 def binary_cross_entropy_with_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Mean binary cross-entropy on logits, in the overflow-free form PyTorch's `BCEWithLogitsLoss` uses."""
+    """Mean binary cross-entropy on logits, in the overflow-free form PyTorch's `BCEWithLogitsLoss` uses.
+
+    Args:
+        logits: Logits of any shape.
+        targets: Targets in [0, 1], same shape.
+    """
     x, y = logits.astype(jnp.float32), targets.astype(jnp.float32)
     return jnp.mean(jnp.maximum(x, 0.0) - x * y + jnp.log1p(jnp.exp(-jnp.abs(x))))
 
@@ -198,6 +209,12 @@ class SequenceSummary(nnx.Module):
     `cls_index`); then first dropout, optional projection (to `num_labels` with `summary_proj_to_labels`, else to
     `emb_dim`), optional activation, last dropout.
 
+    Args:
+        config: The model's hyper-parameters.
+        dtype: Compute dtype.
+        param_dtype: Storage dtype of the parameters.
+        rngs: Random streams for parameter initialisation.
+
     Raises:
         ConfigError: for `summary_type="attn"` (not implemented in the reference either) or an unknown activation.
     """
@@ -220,7 +237,11 @@ class SequenceSummary(nnx.Module):
 
     @staticmethod
     def check_config(config: XLMConfig) -> None:
-        """Refuses (ConfigError) a summary the reference cannot build either; called before anything is built."""
+        """Refuses (ConfigError) a summary the reference cannot build either; called before anything is built.
+
+        Args:
+            config: The config to check.
+        """
         if config.summary_type not in ("first", "last", "mean", "cls_index"):
             raise ConfigError(
                 f"config field summary_type={config.summary_type!r}: use 'first', 'last', 'mean' or 'cls_index' "
@@ -234,7 +255,11 @@ class SequenceSummary(nnx.Module):
 
     @staticmethod
     def features(config: XLMConfig) -> int:
-        """Size of the summary vector: `num_labels` when projecting to labels, else `emb_dim`."""
+        """Size of the summary vector: `num_labels` when projecting to labels, else `emb_dim`.
+
+        Args:
+            config: The model's config.
+        """
         if config.summary_use_proj and config.summary_proj_to_labels and config.num_labels > 0:
             return config.num_labels
         return config.emb_dim
@@ -291,13 +316,25 @@ def _apply_p_mask(x: jax.Array, p_mask: jax.Array | None) -> jax.Array:
 
 
 class PoolerStartLogits(nnx.Module):
-    """SQuAD start logits: one linear map per position (transformers' `XLMPoolerStartLogits`)."""
+    """SQuAD start logits: one linear map per position (transformers' `XLMPoolerStartLogits`).
+
+    Args:
+        config: The model's hyper-parameters.
+        dtype: Compute dtype.
+        param_dtype: Storage dtype of the parameters.
+        rngs: Random streams for parameter initialisation.
+    """
 
     def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
         self.dense = _dense(config, config.emb_dim, 1, ("embed", None), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, hidden_states: jax.Array, p_mask: jax.Array | None = None) -> jax.Array:
-        """Maps `[batch, length, emb_dim]` to float32 `[batch, length]`."""
+        """Maps `[batch, length, emb_dim]` to float32 `[batch, length]`.
+
+        Args:
+            hidden_states: `[batch, length, emb_dim]`.
+            p_mask: `[batch, length]`, 1 where the answer cannot start.
+        """
         return _apply_p_mask(self.dense(hidden_states)[..., 0].astype(jnp.float32), p_mask)
 
 
@@ -306,6 +343,12 @@ class PoolerEndLogits(nnx.Module):
 
     `dense_0` acts on `concat([hidden, start_state])`; we apply its two halves separately and add, which is the same
     map without materialising the concatenation for every (position, start) pair of the beam.
+
+    Args:
+        config: The model's hyper-parameters.
+        dtype: Compute dtype.
+        param_dtype: Storage dtype of the parameters.
+        rngs: Random streams for parameter initialisation.
     """
 
     def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
@@ -322,7 +365,13 @@ class PoolerEndLogits(nnx.Module):
         start_states: jax.Array,  # [batch, emb_dim] or [batch, beam, emb_dim]
         p_mask: jax.Array | None = None,  # [batch, length]
     ) -> jax.Array:
-        """Returns float32 end logits `[batch, length]` (one start per row) or `[batch, length, beam]`."""
+        """Returns float32 end logits `[batch, length]` (one start per row) or `[batch, length, beam]`.
+
+        Args:
+            hidden_states: `[batch, length, emb_dim]`.
+            start_states: The start's hidden state, `[batch, emb_dim]` or `[batch, beam, emb_dim]`.
+            p_mask: `[batch, length]`, 1 where the answer cannot end.
+        """
         d = hidden_states.shape[-1]
         kernel = self.dense_0.kernel[...].astype(self.dtype)
         from_hidden = jnp.einsum("BSD,DO->BSO", hidden_states.astype(self.dtype), kernel[:d])
@@ -341,7 +390,14 @@ class PoolerEndLogits(nnx.Module):
 
 class PoolerAnswerClass(nnx.Module):
     """SQuAD 2.0 answerability logit from the start state and the CLS state (transformers'
-    `XLMPoolerAnswerClass`)."""
+    `XLMPoolerAnswerClass`).
+
+    Args:
+        config: The model's hyper-parameters.
+        dtype: Compute dtype.
+        param_dtype: Storage dtype of the parameters.
+        rngs: Random streams for parameter initialisation.
+    """
 
     def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
         d = config.emb_dim
@@ -356,7 +412,13 @@ class PoolerAnswerClass(nnx.Module):
         start_states: jax.Array,  # [batch, emb_dim]
         cls_index: jax.Array | None = None,  # [batch]; None: the last position
     ) -> jax.Array:
-        """Returns float32 logits `[batch]`."""
+        """Returns float32 logits `[batch]`.
+
+        Args:
+            hidden_states: `[batch, length, emb_dim]`.
+            start_states: `[batch, emb_dim]` state of the predicted or given start.
+            cls_index: `[batch]` position of the CLS token; None takes the last position.
+        """
         if cls_index is None:
             cls_state = hidden_states[:, -1]
         else:
@@ -366,7 +428,14 @@ class PoolerAnswerClass(nnx.Module):
 
 
 class SquadHead(nnx.Module):
-    """The XLNet-style SQuAD head (transformers' `XLMSQuADHead`): start, end-given-start and answerability."""
+    """The XLNet-style SQuAD head (transformers' `XLMSQuADHead`): start, end-given-start and answerability.
+
+    Args:
+        config: The model's hyper-parameters.
+        dtype: Compute dtype.
+        param_dtype: Storage dtype of the parameters.
+        rngs: Random streams for parameter initialisation.
+    """
 
     def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
         for field in ("start_n_top", "end_n_top"):
@@ -380,7 +449,11 @@ class SquadHead(nnx.Module):
         self.answer_class = PoolerAnswerClass(config, **kwargs)
 
     def check_length(self, length: int) -> None:
-        """Refuses (InputError) inputs shorter than the beam, which top-k cannot serve."""
+        """Refuses (InputError) inputs shorter than the beam, which top-k cannot serve.
+
+        Args:
+            length: The input length.
+        """
         if length < max(self.start_n_top, self.end_n_top):
             raise InputError(
                 f"input length {length} is shorter than the beam (start_n_top={self.start_n_top}, "
@@ -396,7 +469,16 @@ class SquadHead(nnx.Module):
         is_impossible: jax.Array | None = None,  # [batch]
         p_mask: jax.Array | None = None,  # [batch, length], 1 = cannot be in the answer
     ) -> SquadOutput:
-        """Training loss when both positions are given, else the beam-search outputs (see `SquadOutput`)."""
+        """Training loss when both positions are given, else the beam-search outputs (see `SquadOutput`).
+
+        Args:
+            hidden_states: `[batch, length, emb_dim]` final hidden states.
+            start_positions: `[batch]` answer start.
+            end_positions: `[batch]` answer end.
+            cls_index: `[batch]` position of the CLS token; None takes the last position.
+            is_impossible: `[batch]` 1 for unanswerable questions.
+            p_mask: `[batch, length]`, 1 where the answer cannot be.
+        """
         batch, length = hidden_states.shape[:2]
         if p_mask is not None and p_mask.shape != (batch, length):
             raise InputError(f"p_mask has shape {p_mask.shape}; expected (batch, length) = {(batch, length)}")
@@ -499,7 +581,11 @@ class XLMForSequenceClassification(_HeadModel):
 
     def problem_type(self, labels: jax.Array) -> str:
         """`config.json`'s `problem_type`, else what transformers infers: `regression` for one label,
-        `single_label_classification` for integer labels, `multi_label_classification` otherwise."""
+        `single_label_classification` for integer labels, `multi_label_classification` otherwise.
+
+        Args:
+            labels: The labels passed to `__call__`.
+        """
         declared = self.config.extra.get("problem_type")
         if declared:
             return declared
@@ -532,6 +618,22 @@ class XLMForSequenceClassification(_HeadModel):
         cross-entropy (single label) or binary cross-entropy (multi-label), chosen as in `problem_type`.
         `cls_index` is the position summarised per row when `summary_type="cls_index"`; transformers' forward has
         no such argument and always takes the last position, which is what None does.
+
+        Args:
+            input_ids: Token ids `[batch, length]`.
+            attention_mask: `[batch, length]`, nonzero on tokens.
+            langs: Language id of every token `[batch, length]` (models with language embeddings).
+            token_type_ids: `[batch, length]` ids added through the word-embedding table.
+            position_ids: `[batch, length]`; defaults to `0..length-1`.
+            lengths: `[batch]` tokens to attend to, when no `attention_mask` is given.
+            labels: `[batch]` class ids, `[batch]` floats (regression) or `[batch, num_labels]` floats (multi-
+                label).
+            cls_index: `[batch]` position to summarise per row for `summary_type="cls_index"`.
+            inputs_embeds: Word embeddings `[batch, length, emb_dim]` instead of `input_ids`.
+            output_hidden_states: Also return the embeddings output and every layer's output.
+            output_attentions: Also return every layer's attention weights.
+            deterministic: Disable dropout; when false, `rngs` must have a `dropout` stream.
+            rngs: Random streams for dropout.
         """
         inputs = dict(locals())
         out = self._encode(inputs, output_hidden_states, output_attentions, deterministic, rngs)
@@ -565,6 +667,14 @@ class XLMForTokenClassification(_HeadModel):
     then `classifier`, a linear map to `num_labels`.
 
     Args are those of `XLMForSequenceClassification`.
+
+    Args:
+        config: The model's hyper-parameters.
+        rngs: Random streams for parameter initialisation (`params`).
+        dtype: Compute dtype; logits and losses are float32.
+        param_dtype: Storage dtype of the parameters.
+        scan_layers: See `XLMModel`.
+        remat: See `XLMModel`.
     """
 
     architecture = "XLMForTokenClassification"
@@ -607,7 +717,22 @@ class XLMForTokenClassification(_HeadModel):
         rngs: nnx.Rngs | None = None,
     ) -> ClassifierOutput:
         """Classifies every token: float32 `logits [batch, length, num_labels]`; with `labels`, the mean
-        cross-entropy over labels that are not -100. Encoder arguments as in `XLMModel.__call__`."""
+        cross-entropy over labels that are not -100. Encoder arguments as in `XLMModel.__call__`.
+
+        Args:
+            input_ids: Token ids `[batch, length]`.
+            attention_mask: `[batch, length]`, nonzero on tokens.
+            langs: Language id of every token `[batch, length]` (models with language embeddings).
+            token_type_ids: `[batch, length]` ids added through the word-embedding table.
+            position_ids: `[batch, length]`; defaults to `0..length-1`.
+            lengths: `[batch]` tokens to attend to, when no `attention_mask` is given.
+            labels: `[batch, length]` class ids; -100 is ignored.
+            inputs_embeds: Word embeddings `[batch, length, emb_dim]` instead of `input_ids`.
+            output_hidden_states: Also return the embeddings output and every layer's output.
+            output_attentions: Also return every layer's attention weights.
+            deterministic: Disable dropout; when false, `rngs` must have a `dropout` stream.
+            rngs: Random streams for dropout.
+        """
         inputs = dict(locals())
         out = self._encode(inputs, output_hidden_states, output_attentions, deterministic, rngs)
         x = dropout(out.last_hidden_state, self.config.dropout, _dropout_key(self.config.dropout, deterministic, rngs))
@@ -623,6 +748,14 @@ class XLMForQuestionAnsweringSimple(_HeadModel):
     state to a start and an end logit.
 
     Args are those of `XLMForSequenceClassification`.
+
+    Args:
+        config: The model's hyper-parameters.
+        rngs: Random streams for parameter initialisation (`params`).
+        dtype: Compute dtype; logits and losses are float32.
+        param_dtype: Storage dtype of the parameters.
+        scan_layers: See `XLMModel`.
+        remat: See `XLMModel`.
 
     Raises:
         ConfigError: unless `num_labels == 2` (the reference splits the output into exactly start and end).
@@ -676,6 +809,21 @@ class XLMForQuestionAnsweringSimple(_HeadModel):
 
         With both `start_positions` and `end_positions`, `loss` is the mean of the two cross-entropies; positions
         are clamped to `[0, length]` and `length` itself is ignored, as in the reference.
+
+        Args:
+            input_ids: Token ids `[batch, length]`.
+            attention_mask: `[batch, length]`, nonzero on tokens.
+            langs: Language id of every token `[batch, length]` (models with language embeddings).
+            token_type_ids: `[batch, length]` ids added through the word-embedding table.
+            position_ids: `[batch, length]`; defaults to `0..length-1`.
+            lengths: `[batch]` tokens to attend to, when no `attention_mask` is given.
+            start_positions: `[batch]` answer start (with `end_positions`: the loss).
+            end_positions: `[batch]` answer end.
+            inputs_embeds: Word embeddings `[batch, length, emb_dim]` instead of `input_ids`.
+            output_hidden_states: Also return the embeddings output and every layer's output.
+            output_attentions: Also return every layer's attention weights.
+            deterministic: Disable dropout; when false, `rngs` must have a `dropout` stream.
+            rngs: Random streams for dropout.
         """
         inputs = dict(locals())
         out = self._encode(inputs, output_hidden_states, output_attentions, deterministic, rngs)
@@ -701,6 +849,14 @@ class XLMForQuestionAnswering(_HeadModel):
     `SquadOutput`. The beam sizes are `config.start_n_top` and `config.end_n_top`.
 
     Args are those of `XLMForSequenceClassification`.
+
+    Args:
+        config: The model's hyper-parameters.
+        rngs: Random streams for parameter initialisation (`params`).
+        dtype: Compute dtype; logits and losses are float32.
+        param_dtype: Storage dtype of the parameters.
+        scan_layers: See `XLMModel`.
+        remat: See `XLMModel`.
     """
 
     architecture = "XLMForQuestionAnswering"
@@ -746,6 +902,24 @@ class XLMForQuestionAnswering(_HeadModel):
         span, for the loss; `is_impossible` (with `cls_index`) adds the answerability loss; `cls_index` is the
         position of the CLS token per row (None: the last position); `p_mask` marks positions that cannot be part
         of an answer (1.0 = masked).
+
+        Args:
+            input_ids: Token ids `[batch, length]`.
+            attention_mask: `[batch, length]`, nonzero on tokens.
+            langs: Language id of every token `[batch, length]` (models with language embeddings).
+            token_type_ids: `[batch, length]` ids added through the word-embedding table.
+            position_ids: `[batch, length]`; defaults to `0..length-1`.
+            lengths: `[batch]` tokens to attend to, when no `attention_mask` is given.
+            start_positions: `[batch]` answer start (with `end_positions`: the training loss).
+            end_positions: `[batch]` answer end.
+            is_impossible: `[batch]` 1 for unanswerable questions (SQuAD 2.0 loss).
+            cls_index: `[batch]` position of the CLS token; None takes the last position.
+            p_mask: `[batch, length]`, 1 where the answer cannot be.
+            inputs_embeds: Word embeddings `[batch, length, emb_dim]` instead of `input_ids`.
+            output_hidden_states: Also return the embeddings output and every layer's output.
+            output_attentions: Also return every layer's attention weights.
+            deterministic: Disable dropout; when false, `rngs` must have a `dropout` stream.
+            rngs: Random streams for dropout.
         """
         inputs = dict(locals())
         length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
@@ -770,6 +944,14 @@ class XLMForMultipleChoice(_HeadModel):
     `logits_proj` from `num_labels` features to one score per choice.
 
     Args are those of `XLMForSequenceClassification`.
+
+    Args:
+        config: The model's hyper-parameters.
+        rngs: Random streams for parameter initialisation (`params`).
+        dtype: Compute dtype; logits and losses are float32.
+        param_dtype: Storage dtype of the parameters.
+        scan_layers: See `XLMModel`.
+        remat: See `XLMModel`.
 
     Raises:
         ConfigError: when the summary does not produce `num_labels` features (the reference would fail at its
@@ -822,6 +1004,20 @@ class XLMForMultipleChoice(_HeadModel):
 
         Inputs have a choices axis and are flattened to `[batch * choices, length]` for the encoder. `lengths` is
         ignored with a warning (the reference does the same; use `attention_mask`).
+
+        Args:
+            input_ids: Token ids `[batch, choices, length]`.
+            attention_mask: `[batch, choices, length]`, nonzero on tokens.
+            langs: Language id of every token `[batch, choices, length]` (models with language embeddings).
+            token_type_ids: `[batch, choices, length]` ids added through the word-embedding table.
+            position_ids: `[batch, choices, length]`; defaults to `0..length-1`.
+            lengths: `[batch, choices]` tokens to attend to, when no `attention_mask` is given.
+            labels: `[batch]` index of the right choice.
+            inputs_embeds: Word embeddings `[batch, choices, length, emb_dim]` instead of `input_ids`.
+            output_hidden_states: Also return the embeddings output and every layer's output.
+            output_attentions: Also return every layer's attention weights.
+            deterministic: Disable dropout; when false, `rngs` must have a `dropout` stream.
+            rngs: Random streams for dropout.
         """
         if input_ids is None and inputs_embeds is None:
             raise ValueError("give input_ids or inputs_embeds")

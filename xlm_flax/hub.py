@@ -12,6 +12,9 @@ def is_local(path_or_hub_id: str | os.PathLike) -> bool:
 
     A string that exists on disk, is absolute, starts with `.` or `~`, or has more than one `/` is a path; anything
     else (`FacebookAI/xlm-mlm-en-2048`, `xlm-mlm-en-2048`) is a hub id.
+
+    Args:
+        path_or_hub_id: A path or hub id.
     """
     text = os.fspath(path_or_hub_id)
     return (

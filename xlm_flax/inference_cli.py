@@ -55,7 +55,11 @@ def read_lines(path: str, *, keep_blank: bool = True) -> list[str]:
 
 
 def parse_layers(text: str) -> int | list[int]:
-    """Parses `--layer`: `-1`, or a comma-separated list such as `-1,-2,-3,-4` (averaged)."""
+    """Parses `--layer`: `-1`, or a comma-separated list such as `-1,-2,-3,-4` (averaged).
+
+    Args:
+        text: The option's value.
+    """
     try:
         values = [int(part) for part in text.split(",")]
     except ValueError:
@@ -77,7 +81,11 @@ def _progress_flag(args: argparse.Namespace) -> bool | None:
 
 
 def add_fill_mask(sub: argparse._SubParsersAction) -> None:
-    """Arguments of `xlm-flax fill-mask`."""
+    """Arguments of `xlm-flax fill-mask`.
+
+    Args:
+        sub: The subparsers of the `xlm-flax` parser, to add the command to.
+    """
     p = sub.add_parser(
         "fill-mask",
         help="predict the masked word(s) of texts",
@@ -96,7 +104,11 @@ def add_fill_mask(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> int:
-    """`xlm-flax fill-mask MODEL [TEXT ...]`."""
+    """`xlm-flax fill-mask MODEL [TEXT ...]`.
+
+    Args:
+        args: The parsed command line.
+    """
     texts = args.texts or read_lines("-", keep_blank=False)
     if not texts:
         raise InputError("no text given: pass TEXT arguments or lines on standard input")
@@ -130,7 +142,11 @@ def cmd_fill_mask(args: argparse.Namespace) -> int:
 
 
 def add_embed(sub: argparse._SubParsersAction) -> None:
-    """Arguments of `xlm-flax embed`."""
+    """Arguments of `xlm-flax embed`.
+
+    Args:
+        sub: The subparsers of the `xlm-flax` parser, to add the command to.
+    """
     p = sub.add_parser(
         "embed",
         help="embed sentences (one per line) into a .npy matrix",
@@ -158,7 +174,11 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    """`xlm-flax embed MODEL --input FILE --output OUT.npy`."""
+    """`xlm-flax embed MODEL --input FILE --output OUT.npy`.
+
+    Args:
+        args: The parsed command line.
+    """
     import numpy as np
 
     if not args.output.endswith(".npy"):
@@ -197,13 +217,21 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def add_info(sub: argparse._SubParsersAction) -> None:
-    """Arguments of `xlm-flax info`."""
+    """Arguments of `xlm-flax info`.
+
+    Args:
+        sub: The subparsers of the `xlm-flax` parser, to add the command to.
+    """
     p = sub.add_parser("info", help="describe a model: config, parameters, dtype, tokenizer, devices")
     p.add_argument("model", metavar="MODEL", help="checkpoint directory or hub id")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """`xlm-flax info MODEL`."""
+    """`xlm-flax info MODEL`.
+
+    Args:
+        args: The parsed command line.
+    """
     import jax
     import numpy as np
     from flax import nnx
@@ -254,7 +282,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def add_demo(sub: argparse._SubParsersAction) -> None:
-    """Arguments of `xlm-flax demo`."""
+    """Arguments of `xlm-flax demo`.
+
+    Args:
+        sub: The subparsers of the `xlm-flax` parser, to add the command to.
+    """
     p = sub.add_parser(
         "demo",
         help="fill-mask and embeddings end to end on a small random model (offline; built once and cached)",
@@ -267,7 +299,11 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """`xlm-flax demo`."""
+    """`xlm-flax demo`.
+
+    Args:
+        args: The parsed command line.
+    """
     from xlm_flax.demo import run_demo
 
     if args.sentences < 1:

@@ -23,7 +23,12 @@ Initializer = Callable[[jax.Array, Sequence[int], jnp.dtype], jax.Array]
 
 
 def param(value: jax.Array, axes: Sequence[str | None]) -> nnx.Param:
-    """Wraps `value` as an `nnx.Param` annotated with one logical axis name per dimension."""
+    """Wraps `value` as an `nnx.Param` annotated with one logical axis name per dimension.
+
+    Args:
+        value: The initial array.
+        axes: One logical axis name (or None) per dimension.
+    """
     axes = tuple(axes)
     if len(axes) != value.ndim:
         raise ValueError(f"{len(axes)} logical axes {axes} for a parameter of shape {value.shape}")
@@ -35,6 +40,15 @@ class Embed(nnx.Module):
 
     Out-of-range ids (negative or `>= num_embeddings`) give NaN rows instead of a silently clamped row, so that
     bad input shows in the output rather than passing for a real token.
+
+    Args:
+        num_embeddings: Rows of the table.
+        features: Size of each row.
+        axes: Logical axis names of the table.
+        init: Initialiser of the table.
+        dtype: Compute dtype of the output.
+        param_dtype: Storage dtype of the table.
+        rngs: Random streams with `params`.
     """
 
     def __init__(
@@ -53,7 +67,11 @@ class Embed(nnx.Module):
         self.embedding = param(init(rngs.params(), (num_embeddings, features), param_dtype), axes)
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        """Looks up `ids` (any shape) and returns `ids.shape + (features,)` in the compute dtype."""
+        """Looks up `ids` (any shape) and returns `ids.shape + (features,)` in the compute dtype.
+
+        Args:
+            ids: Integer ids.
+        """
         ids = jnp.where(ids < 0, self.num_embeddings, ids)
         table = self.embedding[...]
         return jnp.take(table, ids, axis=0, mode="fill").astype(self.dtype)
@@ -65,6 +83,16 @@ class Dense(nnx.Module):
     The kernel has shape `in_shape + out_shape`; e.g. a query projection `[embed] -> [heads, head_dim]` has a kernel
     `[embed, heads, head_dim]` and the output projection `[heads, head_dim] -> [embed]` a kernel
     `[heads, head_dim, embed]`. Keeping heads as their own axis lets the model axis shard whole heads.
+
+    Args:
+        in_shape: Input axes contracted.
+        out_shape: Output axes.
+        kernel_axes: Logical axis names of the kernel (`in_shape + out_shape`).
+        bias_axes: Logical axis names of the bias (`out_shape`).
+        init: Initialiser of the kernel; the bias starts at zero.
+        dtype: Compute dtype.
+        param_dtype: Storage dtype.
+        rngs: Random streams with `params`.
     """
 
     def __init__(
@@ -85,14 +113,25 @@ class Dense(nnx.Module):
         self.bias = param(jnp.zeros(out_shape, param_dtype), bias_axes)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        """Applies the map to `x[..., *in_shape]`, returning `[..., *out_shape]` in the compute dtype."""
+        """Applies the map to `x[..., *in_shape]`, returning `[..., *out_shape]` in the compute dtype.
+
+        Args:
+            x: `[..., *in_shape]`.
+        """
         kernel = self.kernel[...].astype(self.dtype)
         y = jnp.tensordot(x.astype(self.dtype), kernel, axes=self.n_contract)
         return y + self.bias[...].astype(self.dtype)
 
 
 class LayerNorm(nnx.Module):
-    """LayerNorm over the last axis with float32 statistics and a two-pass variance (as PyTorch computes it)."""
+    """LayerNorm over the last axis with float32 statistics and a two-pass variance (as PyTorch computes it).
+
+    Args:
+        features: Size of the normalised axis.
+        eps: Added to the variance.
+        dtype: Compute dtype of the output.
+        param_dtype: Storage dtype of scale and bias.
+    """
 
     def __init__(self, features: int, *, eps: float, dtype: jnp.dtype, param_dtype: jnp.dtype):
         self.eps = eps
@@ -101,7 +140,11 @@ class LayerNorm(nnx.Module):
         self.bias = param(jnp.zeros((features,), param_dtype), ("embed",))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        """Normalises `x[..., features]` and returns it in the compute dtype."""
+        """Normalises `x[..., features]` and returns it in the compute dtype.
+
+        Args:
+            x: `[..., features]`.
+        """
         x = x.astype(jnp.float32)
         mean = jnp.mean(x, axis=-1, keepdims=True)
         centred = x - mean
@@ -112,7 +155,13 @@ class LayerNorm(nnx.Module):
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
-    """Inverted dropout; the identity when `key` is None (deterministic) or `rate` is 0."""
+    """Inverted dropout; the identity when `key` is None (deterministic) or `rate` is 0.
+
+    Args:
+        x: Input.
+        rate: Probability of dropping an element.
+        key: PRNG key; None disables dropout.
+    """
     if key is None or rate == 0.0:
         return x
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)

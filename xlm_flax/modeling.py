@@ -67,7 +67,12 @@ class MaskedLMOutput:
 
 def sinusoidal_table(n_positions: int, dim: int) -> np.ndarray:
     """The fixed position table of `sinusoidal_embeddings=True` models, computed as transformers does (float64 math,
-    float32 result): even columns `sin(pos / 10000^(2i/dim))`, odd columns the matching cosine."""
+    float32 result): even columns `sin(pos / 10000^(2i/dim))`, odd columns the matching cosine.
+
+    Args:
+        n_positions: Number of positions.
+        dim: Embedding size.
+    """
     pos = np.arange(n_positions, dtype=np.float64)[:, None]
     j = np.arange(dim)
     angles = pos / np.power(10000, 2 * (j // 2) / dim)
@@ -95,7 +100,14 @@ def _sinusoidal_init(key, shape, dtype):
 
 
 class MultiHeadAttention(nnx.Module):
-    """Self-attention with separate q/k/v/out projections, heads kept as their own axis."""
+    """Self-attention with separate q/k/v/out projections, heads kept as their own axis.
+
+    Args:
+        config: The model's hyper-parameters.
+        dtype: Compute dtype.
+        param_dtype: Storage dtype of the parameters.
+        rngs: Random streams for parameter initialisation.
+    """
 
     def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
         d, n, h = config.emb_dim, config.n_heads, config.head_dim
@@ -145,7 +157,14 @@ class MultiHeadAttention(nnx.Module):
 
 
 class TransformerFFN(nnx.Module):
-    """The position-wise feed-forward block: `lin2(act(lin1(x)))` with dropout."""
+    """The position-wise feed-forward block: `lin2(act(lin1(x)))` with dropout.
+
+    Args:
+        config: The model's hyper-parameters.
+        dtype: Compute dtype.
+        param_dtype: Storage dtype of the parameters.
+        rngs: Random streams for parameter initialisation.
+    """
 
     def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
         d, m = config.emb_dim, config.hidden_dim
@@ -156,7 +175,12 @@ class TransformerFFN(nnx.Module):
         self.rate = config.dropout
 
     def __call__(self, x: jax.Array, key: jax.Array | None) -> jax.Array:
-        """Maps `[batch, length, emb_dim]` to the same shape."""
+        """Maps `[batch, length, emb_dim]` to the same shape.
+
+        Args:
+            x: `[batch, length, emb_dim]`.
+            key: Dropout key; None disables dropout.
+        """
         h = self.lin1(x)
         h = jax.nn.gelu(h, approximate=False) if self.gelu else jax.nn.relu(h)
         return dropout(self.lin2(h), self.rate, key)
@@ -217,7 +241,13 @@ class PretrainedMixin:
 
     def save_pretrained(self, directory: str | os.PathLike, *, format: str = "flax", **kwargs: Any) -> str:
         """Writes the model to `directory`: `format="flax"` (native, no torch needed to read) or `"pytorch"`
-        (transformers names). See `xlm_flax.checkpoint.save_pretrained` for the other arguments."""
+        (transformers names). See `xlm_flax.checkpoint.save_pretrained` for the other arguments.
+
+        Args:
+            directory: Output directory.
+            format: `"flax"` or `"pytorch"`.
+            **kwargs: Passed to `xlm_flax.checkpoint.save_pretrained` (e.g. `force`).
+        """
         from xlm_flax.checkpoint import save_pretrained
 
         return save_pretrained(self, directory, format=format, **kwargs)
@@ -455,6 +485,12 @@ class XLMPredLayer(nnx.Module):
 
     With `tie_word_embeddings` (every public checkpoint) the projection reuses the word-embedding matrix and owns
     only its bias, `pred_layer.proj.bias`; otherwise it has its own `[embed, vocab]` kernel as well.
+
+    Args:
+        config: The model's hyper-parameters.
+        dtype: Compute dtype.
+        param_dtype: Storage dtype of the parameters.
+        rngs: Random streams for parameter initialisation.
     """
 
     def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
@@ -499,7 +535,12 @@ class _Bias(nnx.Module):
 
 def masked_lm_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Mean cross-entropy of `logits [..., vocab]` against `labels [...]`, skipping labels equal to -100
-    (PyTorch's `cross_entropy` with its default `ignore_index`)."""
+    (PyTorch's `cross_entropy` with its default `ignore_index`).
+
+    Args:
+        logits: `[batch, length, vocab]` float32.
+        labels: `[batch, length]` ids; -100 is ignored.
+    """
     valid = labels != -100
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     picked = jnp.take_along_axis(log_probs, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
@@ -556,6 +597,20 @@ class XLMWithLMHeadModel(PretrainedMixin, nnx.Module):
 
         Args are those of `XLMModel.__call__`, plus `labels`: when given, `loss` is the mean cross-entropy over
         positions whose label is not -100.
+
+        Args:
+            input_ids: Token ids `[batch, length]`.
+            attention_mask: `[batch, length]`, nonzero on tokens.
+            langs: Language id of every token `[batch, length]` (models with language embeddings).
+            token_type_ids: `[batch, length]` ids added through the word-embedding table.
+            position_ids: `[batch, length]`; defaults to `0..length-1`.
+            lengths: `[batch]` tokens to attend to, when no `attention_mask` is given.
+            labels: `[batch, length]` token ids to predict; -100 is ignored (the MLM loss).
+            inputs_embeds: Word embeddings `[batch, length, emb_dim]` instead of `input_ids`.
+            output_hidden_states: Also return the embeddings output and every layer's output.
+            output_attentions: Also return every layer's attention weights.
+            deterministic: Disable dropout; when false, `rngs` must have a `dropout` stream.
+            rngs: Random streams for dropout.
 
         Returns:
             A `MaskedLMOutput` with float32 `logits [batch, length, vocab]`.

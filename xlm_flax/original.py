@@ -89,6 +89,9 @@ class OriginalCheckpoint:
 def read_original_checkpoint(path: str | os.PathLike) -> OriginalCheckpoint:
     """Reads an original facebookresearch/XLM `.pth` file without running anything it holds.
 
+    Args:
+        path: The `.pth` file.
+
     Raises:
         CheckpointError: the file needs a class outside `original_safe_globals()` (the message names it), is not
             a PyTorch file, or lacks `model` / `params` / the vocabulary, or holds a model this port cannot run
@@ -155,6 +158,9 @@ def _param(params: Mapping[str, Any], *names: str, default: Any = None) -> Any:
 
 def original_config(checkpoint: OriginalCheckpoint) -> XLMConfig:
     """The `XLMConfig` of an original checkpoint, from its `params` checked against its tensor shapes.
+
+    Args:
+        checkpoint: The checkpoint read by `read_original_checkpoint`.
 
     Raises:
         ConfigError: `params` lacks `n_heads`, or disagrees with the tensors, or describes a model this port cannot
@@ -234,7 +240,12 @@ class _ArraySource(TensorSource):
 
 def transformers_state(checkpoint: OriginalCheckpoint, config: XLMConfig) -> tuple[str, dict[str, np.ndarray]]:
     """The architecture (`XLMWithLMHeadModel` when the file has a prediction layer, else `XLMModel`) and the tensors
-    under transformers' names. A tied prediction weight must equal the word embeddings and is dropped."""
+    under transformers' names. A tied prediction weight must equal the word embeddings and is dropped.
+
+    Args:
+        checkpoint: The original checkpoint.
+        config: Its config (`original_config`).
+    """
     state = dict(checkpoint.state)
     if "pred_layer.proj.bias" not in state:
         return "XLMModel", state
@@ -253,6 +264,9 @@ def bpe_vocabulary(id2word: Mapping[int, str]) -> dict[str, int]:
     """`XLMTokenizer`'s `vocab.json` from the original vocabulary: `</w>` marks word ends instead of `@@` marking
     continuations; the special words keep their names.
 
+    Args:
+        id2word: The original `dico_id2word`.
+
     Raises:
         CheckpointError: two words map to the same token.
     """
@@ -268,6 +282,9 @@ def bpe_vocabulary(id2word: Mapping[int, str]) -> dict[str, int]:
 
 def read_bpe_codes(path: str | os.PathLike) -> list[str]:
     """The merges of a fastBPE codes file (`left right count` per line), as `merges.txt` lines.
+
+    Args:
+        path: The codes file.
 
     Raises:
         InputError: the file is missing or a line is not `left right [count]`.
@@ -292,7 +309,15 @@ def read_bpe_codes(path: str | os.PathLike) -> list[str]:
 def write_tokenizer_files(
     directory: str, id2word: Mapping[int, str], codes: list[str], config: XLMConfig, *, lowercase: bool = True
 ) -> list[str]:
-    """Writes `vocab.json`, `merges.txt` and `tokenizer_config.json` for `XLMTokenizer`; returns their names."""
+    """Writes `vocab.json`, `merges.txt` and `tokenizer_config.json` for `XLMTokenizer`; returns their names.
+
+    Args:
+        directory: Output directory.
+        id2word: The original vocabulary.
+        codes: The merges, as `read_bpe_codes` returns them.
+        config: The model's config (special tokens, languages).
+        lowercase: Whether the tokenizer lowercases and strips accents (false for XLM-17 and XLM-100).
+    """
     with open(os.path.join(directory, "vocab.json"), "w", encoding="utf-8") as f:
         json.dump(bpe_vocabulary(id2word), f, ensure_ascii=False, indent=1)
         f.write("\n")
@@ -405,7 +430,11 @@ def convert_original(
 
 
 def is_original_checkpoint(path: str | os.PathLike) -> bool:
-    """Whether `path` names a single file (an original `.pth`) rather than a model directory or hub id."""
+    """Whether `path` names a single file (an original `.pth`) rather than a model directory or hub id.
+
+    Args:
+        path: A path or hub id.
+    """
     return os.path.isfile(os.fspath(path))
 
 

@@ -155,6 +155,11 @@ def variable_sharding(variable: nnx.Variable, mesh: Mesh, rules: Rules | None = 
     """The `NamedSharding` of one variable (abstract or concrete) by its logical axes and `rules`.
 
     Variables without logical axes, and dimensions the mesh axis does not divide, are replicated.
+
+    Args:
+        variable: The variable.
+        mesh: The mesh.
+        rules: Overrides of `DEFAULT_RULES`.
     """
     axes = variable.get_metadata().get(LOGICAL_AXES)
     if axes is None:
@@ -242,12 +247,22 @@ def init_sharded(factory: Callable[[], nnx.Module], mesh: Mesh, rules: Rules | N
 
 
 def data_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
-    """Sharding of a batch array `[batch, ...]`: split over `data`, the rest replicated."""
+    """Sharding of a batch array `[batch, ...]`: split over `data`, the rest replicated.
+
+    Args:
+        mesh: The mesh.
+        ndim: Rank of the array.
+    """
     return NamedSharding(mesh, PartitionSpec(DATA, *([None] * (ndim - 1))))
 
 
 def padded_batch_size(batch: int, mesh: Mesh) -> int:
-    """`batch` rounded up to a multiple of the mesh's data axis."""
+    """`batch` rounded up to a multiple of the mesh's data axis.
+
+    Args:
+        batch: Number of rows.
+        mesh: The mesh.
+    """
     n = mesh.shape[DATA]
     return math.ceil(batch / n) * n
 
@@ -258,7 +273,13 @@ PAD_VALUES = {"labels": -100}
 
 
 def pad_rows(value: np.ndarray, rows: int, fill: int | float = 0) -> np.ndarray:
-    """`value [batch, ...]` with rows of `fill` appended up to `rows`."""
+    """`value [batch, ...]` with rows of `fill` appended up to `rows`.
+
+    Args:
+        value: `[batch, ...]` array.
+        rows: Rows wanted (at least `batch`).
+        fill: Value of the added rows.
+    """
     value = np.asarray(value)
     if value.shape[0] == rows:
         return value

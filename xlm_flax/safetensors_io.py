@@ -82,15 +82,27 @@ class SafetensorsReader:
         return name in self._entries
 
     def shape(self, name: str) -> tuple[int, ...]:
-        """Shape of tensor `name`, without reading it."""
+        """Shape of tensor `name`, without reading it.
+
+        Args:
+            name: Tensor name.
+        """
         return self._entries[name][1]
 
     def dtype(self, name: str) -> np.dtype:
-        """NumPy dtype of tensor `name`, without reading it."""
+        """NumPy dtype of tensor `name`, without reading it.
+
+        Args:
+            name: Tensor name.
+        """
         return self._entries[name][0]
 
     def read(self, name: str) -> np.ndarray:
-        """Reads tensor `name` into a new NumPy array."""
+        """Reads tensor `name` into a new NumPy array.
+
+        Args:
+            name: Tensor name.
+        """
         dtype, shape, begin, end = self._entries[name]
         out = np.empty(shape, dtype=dtype)
         with open(self.path, "rb") as f:

@@ -149,6 +149,9 @@ class Languages:
         `lang_id` is None for models without language embeddings. A model that needs a language and gets none uses
         the config's `lang_id` and says so once (per `Languages` object).
 
+        Args:
+            lang: A language code such as `"en"`, or None for the config's default.
+
         Raises:
             InputError: `lang` is not one of the config's languages (the message lists them).
         """
@@ -176,13 +179,25 @@ class Languages:
 
 
 def encode_text(tokenizer: Any, text: str, lang: str) -> list[int]:
-    """Token ids of one text with `<s>` and `</s>` around it, tokenized with the Moses rules of `lang`."""
+    """Token ids of one text with `<s>` and `</s>` around it, tokenized with the Moses rules of `lang`.
+
+    Args:
+        tokenizer: An `XLMTokenizer`.
+        text: The text.
+        lang: Moses language code.
+    """
     tokens = tokenizer.tokenize(text, lang=lang)
     return tokenizer.build_inputs_with_special_tokens(tokenizer.convert_tokens_to_ids(tokens))
 
 
 def truncate(ids: list[int], max_length: int, eos_index: int) -> list[int]:
-    """Cuts `ids` to `max_length` tokens, keeping the closing `</s>` (as transformers' truncation does)."""
+    """Cuts `ids` to `max_length` tokens, keeping the closing `</s>` (as transformers' truncation does).
+
+    Args:
+        ids: Token ids ending with `</s>`.
+        max_length: Tokens to keep.
+        eos_index: Id of `</s>`.
+    """
     if len(ids) <= max_length:
         return ids
     return [*ids[: max_length - 1], eos_index]

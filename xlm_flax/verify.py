@@ -22,7 +22,14 @@ TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2}
 
 def random_batch(config: XLMConfig, *, batch: int = 3, length: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
     """A batch of random token ids with `<s>`/`</s>`, right padding of different lengths, and language ids when the
-    model has language embeddings."""
+    model has language embeddings.
+
+    Args:
+        config: The model's config.
+        batch: Rows.
+        length: Columns (at most `max_position_embeddings`).
+        seed: NumPy seed.
+    """
     rng = np.random.default_rng(seed)
     length = min(length, config.max_position_embeddings)
     low = min(14, config.vocab_size - 1)  # skip the special tokens when the vocabulary is big enough
@@ -46,6 +53,11 @@ def check_against_transformers(
     log: Callable[[str], Any] = lambda message: None,
 ) -> dict[str, float]:
     """Runs the transformers model of `torch_source` and our model of `flax_directory` on one random batch.
+
+    Args:
+        torch_source: The transformers checkpoint (directory or hub id).
+        flax_directory: The native checkpoint converted from it.
+        log: Called with one line per compared output.
 
     Returns:
         The largest absolute difference per compared output (`logits` and/or `last_hidden_state`).

@@ -137,7 +137,11 @@ def encoder_rules(config: XLMConfig, torch_prefix: str = "", flax_prefix: str = 
 
 
 def lm_head_rules(config: XLMConfig) -> list[Rule]:
-    """The rules of `XLMWithLMHeadModel`'s own tensors (the encoder's come from `encoder_rules`)."""
+    """The rules of `XLMWithLMHeadModel`'s own tensors (the encoder's come from `encoder_rules`).
+
+    Args:
+        config: The model's config.
+    """
     rules = [Rule("pred_layer.proj.bias", "pred_layer.proj.bias", COPY)]
     if not config.tie_word_embeddings:
         rules.append(Rule("pred_layer.proj.weight", "pred_layer.proj.kernel", LINEAR))
@@ -145,7 +149,12 @@ def lm_head_rules(config: XLMConfig) -> list[Rule]:
 
 
 def tied_torch_names(architecture: str, config: XLMConfig) -> set[str]:
-    """transformers names that duplicate another tensor (tied weights): accepted on import, not written on export."""
+    """transformers names that duplicate another tensor (tied weights): accepted on import, not written on export.
+
+    Args:
+        architecture: transformers class name.
+        config: The model's config.
+    """
     if architecture == "XLMWithLMHeadModel" and config.tie_word_embeddings:
         return {"pred_layer.proj.weight"}
     return set()
@@ -161,24 +170,40 @@ def _linear(torch_prefix: str, flax_prefix: str | None = None, *, bias: bool = T
 
 
 def sequence_summary_rules(config: XLMConfig) -> list[Rule]:
-    """`XLMForSequenceClassification`: the summary projection, when `summary_use_proj`."""
+    """`XLMForSequenceClassification`: the summary projection, when `summary_use_proj`.
+
+    Args:
+        config: The model's config.
+    """
     return _linear("sequence_summary.summary") if config.summary_use_proj else []
 
 
 def token_classification_rules(config: XLMConfig) -> list[Rule]:
-    """`XLMForTokenClassification`: `classifier`."""
+    """`XLMForTokenClassification`: `classifier`.
+
+    Args:
+        config: The model's config.
+    """
     del config
     return _linear("classifier")
 
 
 def question_answering_simple_rules(config: XLMConfig) -> list[Rule]:
-    """`XLMForQuestionAnsweringSimple`: `qa_outputs`."""
+    """`XLMForQuestionAnsweringSimple`: `qa_outputs`.
+
+    Args:
+        config: The model's config.
+    """
     del config
     return _linear("qa_outputs")
 
 
 def question_answering_rules(config: XLMConfig) -> list[Rule]:
-    """`XLMForQuestionAnswering`: the SQuAD head's start, end (with its `LayerNorm`) and answer-class layers."""
+    """`XLMForQuestionAnswering`: the SQuAD head's start, end (with its `LayerNorm`) and answer-class layers.
+
+    Args:
+        config: The model's config.
+    """
     del config
     return [
         *_linear("qa_outputs.start_logits.dense"),
@@ -192,7 +217,11 @@ def question_answering_rules(config: XLMConfig) -> list[Rule]:
 
 
 def multiple_choice_rules(config: XLMConfig) -> list[Rule]:
-    """`XLMForMultipleChoice`: the summary projection and `logits_proj`."""
+    """`XLMForMultipleChoice`: the summary projection and `logits_proj`.
+
+    Args:
+        config: The model's config.
+    """
     return sequence_summary_rules(config) + _linear("logits_proj")
 
 
@@ -212,6 +241,10 @@ def model_rules(architecture: str, config: XLMConfig) -> list[Rule]:
     """The full table of a model class, by transformers architecture name (`XLMModel`, `XLMWithLMHeadModel`, ...).
 
     The bare encoder has unprefixed names; every head model nests the encoder under `transformer.` on both sides.
+
+    Args:
+        architecture: transformers class name.
+        config: The model's config.
     """
     if architecture == "XLMModel":
         return encoder_rules(config)
@@ -222,7 +255,11 @@ def model_rules(architecture: str, config: XLMConfig) -> list[Rule]:
 
 
 def is_ignored_torch_name(name: str) -> bool:
-    """Whether a transformers checkpoint entry is a non-parameter buffer that conversion skips."""
+    """Whether a transformers checkpoint entry is a non-parameter buffer that conversion skips.
+
+    Args:
+        name: A transformers state-dict key.
+    """
     return name.rsplit(".", 1)[-1] in IGNORED_TORCH_SUFFIXES
 
 
