@@ -350,6 +350,16 @@ def jax_forward(graphdef: Any) -> Callable:
     return forward
 
 
+def flax_model_for_timing(args: argparse.Namespace, fixture: Fixture) -> Any:
+    """The fixture's model, its layers unstacked in place (no second copy of the weights) with `--unstacked`."""
+    model = fixture.flax_model()
+    if getattr(args, "unstacked", False):
+        from xlm_flax import unstack_layers
+
+        unstack_layers(model)
+    return model
+
+
 def section_compile(args: argparse.Namespace, fixture: Fixture) -> dict[str, Any]:
     """Lowering and compile time of the forward pass at (1, 128), scanned vs unrolled layers, on abstract params."""
     import jax
@@ -424,7 +434,7 @@ def section_forward(args: argparse.Namespace, fixture: Fixture, grid=None) -> di
     from flax import nnx
 
     torch_model = fixture.torch_model()
-    graphdef, state = nnx.split(fixture.flax_model())
+    graphdef, state = nnx.split(flax_model_for_timing(args, fixture))
     forward = jax_forward(graphdef)
     compiled = None
     compile_budget = args.torch_compile_budget
@@ -520,7 +530,7 @@ def section_latency(args: argparse.Namespace, fixture: Fixture) -> dict[str, Any
     import torch
     from flax import nnx
 
-    graphdef, state = nnx.split(fixture.flax_model())
+    graphdef, state = nnx.split(flax_model_for_timing(args, fixture))
     forward = jax_forward(graphdef)
     ids = np.random.default_rng(1).integers(6, fixture.config.vocab_size, size=(1, 128)).astype(np.int32)
     mask = np.ones_like(ids)
@@ -647,6 +657,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encode-repeats", type=int, default=1)
     p.add_argument("--workdir", default=None, help="where to keep checkpoints (default: a temporary directory)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--unstacked",
+        action="store_true",
+        help="forward, latency: time xlm_flax with per-layer weights (xlm_flax.unstack_layers), not the scanned stack",
+    )
     return p
 
 
@@ -705,6 +720,7 @@ def main(argv: list[str] | None = None) -> int:
         for impl in ("xlm_flax", "torch_eager", "torch_compile"):
             if impl in row and ceiling:
                 row[impl]["ceiling_fraction"] = row[impl]["gflops"] / ceiling
+    results["xlm_flax_layers"] = "unstacked" if args.unstacked else "scanned"
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     results["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     with open(args.out, "w", encoding="utf-8") as f:

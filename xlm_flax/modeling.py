@@ -422,6 +422,19 @@ class XLMModel(PretrainedMixin, nnx.Module):
         """Runs every layer with `nnx.scan`; returns the output and, when asked, the stacked per-layer outputs
         `[L, B, T, D]` and attention weights `[L, B, N, T, S]`."""
         layer_keys = None if key is None else jax.random.split(key, self.config.n_layers)
+        if isinstance(self.attentions, nnx.List):  # per-layer weights, see `xlm_flax.unstacked`
+            from xlm_flax.unstacked import run_unstacked
+
+            return run_unstacked(
+                self,
+                x,
+                attend,
+                keep,
+                layer_keys,
+                rate=self.config.dropout,
+                output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
+            )
         graphdef, state = nnx.split((self.attentions, self.layer_norm1, self.ffns, self.layer_norm2))
         return _layer_stack(
             graphdef,
