@@ -451,6 +451,32 @@ class XLMModel(PretrainedMixin, nnx.Module):
         )
 
 
+def transformer_layer(
+    x: jax.Array,  # [B, T, D]
+    attention: MultiHeadAttention,
+    norm1: LayerNorm,
+    ffn: TransformerFFN,
+    norm2: LayerNorm,
+    key: jax.Array | None,
+    *,
+    attend: jax.Array,
+    keep: jax.Array,  # [B, T]
+    rate: float,
+    output_attentions: bool,
+) -> tuple[jax.Array, jax.Array | None]:
+    """One post-LayerNorm block, as the reference: attention, dropout, residual, LayerNorm, FFN, residual,
+    LayerNorm, then the padding mask. Shared by the scanned stack and the per-layer path (`xlm_flax.unstacked`).
+
+    Returns:
+        The block's output `[B, T, D]` and, when `output_attentions`, its attention weights `[B, N, T, S]`.
+    """
+    k_attention, k_output, k_ffn = (None, None, None) if key is None else jax.random.split(key, 3)
+    out, weights = attention(x, attend, k_attention, output_weights=output_attentions)
+    x = norm1(x + dropout(out, rate, k_output))
+    x = norm2(x + ffn(x, k_ffn))
+    return x * keep[..., None], weights if output_attentions else None
+
+
 @partial(jax.jit, static_argnames=("graphdef", "rate", "unroll", "remat", "output_hidden_states", "output_attentions"))
 def _layer_stack(
     graphdef: nnx.GraphDef,
@@ -474,12 +500,19 @@ def _layer_stack(
     attentions, layer_norm1, ffns, layer_norm2 = nnx.merge(graphdef, state)
 
     def layer(x, attention, norm1, ffn, norm2, key):
-        k_attention, k_output, k_ffn = (None, None, None) if key is None else jax.random.split(key, 3)
-        out, weights = attention(x, attend, k_attention, output_weights=output_attentions)
-        x = norm1(x + dropout(out, rate, k_output))
-        x = norm2(x + ffn(x, k_ffn))
-        x = x * keep[..., None]
-        return x, (x if output_hidden_states else None, weights if output_attentions else None)
+        x, weights = transformer_layer(
+            x,
+            attention,
+            norm1,
+            ffn,
+            norm2,
+            key,
+            attend=attend,
+            keep=keep,
+            rate=rate,
+            output_attentions=output_attentions,
+        )
+        return x, (x if output_hidden_states else None, weights)
 
     if remat:
         layer = nnx.remat(layer)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from xlm_flax.layers import LOGICAL_AXES, dropout
+from xlm_flax.layers import LOGICAL_AXES
 
 _STACKS = ("attentions", "layer_norm1", "ffns", "layer_norm2")
 
@@ -87,16 +87,25 @@ def run_unstacked(
     Returns what `XLMModel._run_layers` returns: the output and, when asked, the per-layer outputs `[L, B, T, D]`
     and attention weights `[L, B, N, T, S]` stacked along a leading axis, as the scan would give them.
     """
+    from xlm_flax.modeling import transformer_layer  # modeling imports this module lazily: no cycle at import
+
     states, weights = [], []
     for i, (attention, norm1, ffn, norm2) in enumerate(
         zip(encoder.attentions, encoder.layer_norm1, encoder.ffns, encoder.layer_norm2, strict=True)
     ):
         key = None if layer_keys is None else layer_keys[i]
-        k_attention, k_output, k_ffn = (None, None, None) if key is None else jax.random.split(key, 3)
-        out, w = attention(x, attend, k_attention, output_weights=output_attentions)
-        x = norm1(x + dropout(out, rate, k_output))
-        x = norm2(x + ffn(x, k_ffn))
-        x = x * keep[..., None]
+        x, w = transformer_layer(
+            x,
+            attention,
+            norm1,
+            ffn,
+            norm2,
+            key,
+            attend=attend,
+            keep=keep,
+            rate=rate,
+            output_attentions=output_attentions,
+        )
         states.append(x)
         weights.append(w)
     return (
