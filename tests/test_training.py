@@ -38,6 +38,7 @@ def tokenizer_dir(tmp_path_factory):
     (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(VOCAB)}))
     (directory / "merges.txt").write_text("")
     (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "XLMTokenizer"}))
+    (directory / "config.json").write_text(tiny_config().to_json_string())  # for --from-scratch
     return str(directory)
 
 
@@ -179,3 +180,14 @@ def test_interrupted_run_resumes_exactly(tokenizer_dir, text_file, tmp_path):
     second = run(tmp_path / "b", None)  # a fresh process would do the same: restore, then go on
     assert [s for s, _ in first + second] == list(range(1, 13))
     np.testing.assert_allclose([x for _, x in first + second], [x for _, x in uninterrupted], rtol=1e-6)
+
+
+def test_cli_train_bad_input_is_one_line(tokenizer_dir, tmp_path, capsys):
+    from xlm_flax.cli import main
+
+    assert main(["train", str(tmp_path / "missing"), str(tmp_path / "t.txt"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "vocab.json" in err
+    assert main(["train", tokenizer_dir, str(tmp_path / "t.txt"), str(tmp_path / "out"), "--from-scratch"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "t.txt" in err

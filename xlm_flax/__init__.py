@@ -3,6 +3,7 @@
 from xlm_flax.config import XLMConfig
 from xlm_flax.modeling import BaseModelOutput, MaskedLMOutput, XLMModel, XLMWithLMHeadModel
 from xlm_flax.parallel import DEFAULT_RULES, make_mesh, shard_model
+from xlm_flax.training import TrainConfig, Trainer, train
 
 __version__ = "0.1.0"
 
@@ -13,7 +14,10 @@ __all__ = [
     "XLMConfig",
     "XLMModel",
     "XLMWithLMHeadModel",
+    "TrainConfig",
+    "Trainer",
     "__version__",
     "make_mesh",
     "shard_model",
+    "train",
 ]

@@ -319,7 +319,7 @@ class TextBatches:
 
     @property
     def _lang_aware(self) -> bool:
-        return "lang" in getattr(self.tokenizer, "_tokenize").__code__.co_varnames
+        return "lang" in self.tokenizer._tokenize.__code__.co_varnames
 
     def _row(self, index: int) -> dict[str, np.ndarray]:
         if index in self._cache:
@@ -437,7 +437,14 @@ class Trainer:
         if tokenizer is None:
             from transformers import XLMTokenizer
 
-            tokenizer = XLMTokenizer.from_pretrained(config.tokenizer or config.model)
+            source = config.tokenizer or config.model
+            if not os.path.isfile(os.path.join(source, "vocab.json")):
+                raise MissingFileError(
+                    f"{source} has no vocab.json; give a model directory with the tokenizer files (vocab.json, "
+                    "merges.txt) or set tokenizer="
+                )
+
+            tokenizer = XLMTokenizer.from_pretrained(source)
         self.tokenizer = tokenizer
         if model is None:
             model = self._build_model()
