@@ -5,6 +5,7 @@ Steps (see `xlm_flax/data/xlm-small-en/MODEL_CARD.md`):
     python benchmarks/prepare_small_corpus.py /tmp/pydoc /tmp/corpus
     python benchmarks/build_small_tokenizer.py /tmp/corpus/train.txt /tmp/tok --vocab-size 4000
     python benchmarks/train_small_model.py /tmp/tok /tmp/corpus/train.txt /tmp/run --steps 3000
+    python benchmarks/train_small_model.py /tmp/tok /tmp/corpus/train.txt /tmp/run2 --init /tmp/run/model ...
 The final model is written to `/tmp/run/model`; the run resumes from `/tmp/run/checkpoints` if stopped.
 """
 
@@ -30,6 +31,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--init", help="continue from this model directory (weights only, fresh optimiser)")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="float32", help="compute dtype (bfloat16 is slow on CPUs without AMX)")
     args = parser.parse_args()
 
@@ -59,11 +62,12 @@ def main() -> None:
     t0 = time.perf_counter()
     trainer = train(
         TrainConfig(
-            model=start,
+            model=args.init or start,
             train_file=args.train_file,
             output_dir=args.output_dir,
             objective="mlm",
-            from_scratch=True,
+            from_scratch=args.init is None,
+            seed=args.seed,
             steps=args.steps,
             batch_size=args.batch_size,
             buckets=(16, 32, 48, 64),
