@@ -191,3 +191,30 @@ def test_cli_train_bad_input_is_one_line(tokenizer_dir, tmp_path, capsys):
     assert main(["train", tokenizer_dir, str(tmp_path / "t.txt"), str(tmp_path / "out"), "--from-scratch"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "t.txt" in err
+
+
+def test_shipped_small_model_loads_and_follows_the_xlm_layout():
+    import os
+
+    from transformers import XLMTokenizer
+
+    import xlm_flax
+
+    directory = os.path.join(os.path.dirname(xlm_flax.__file__), "data", "xlm-small-en")
+    size = sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory))
+    assert size <= 20 * 2**20
+    assert os.path.isfile(os.path.join(directory, "MODEL_CARD.md"))
+    tokenizer = XLMTokenizer.from_pretrained(directory)
+    assert (tokenizer.bos_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id) == (
+        0,
+        1,
+        2,
+        3,
+    )
+    assert tokenizer.mask_token_id == 5 and tokenizer.convert_ids_to_tokens(13) == "<special9>"
+    model = XLMWithLMHeadModel.from_pretrained(directory)
+    assert model.config.vocab_size == len(tokenizer) and model.config.mask_index == 5
+    ids = tokenizer.encode("the value of the argument is returned .")
+    assert tokenizer.unk_token_id not in ids
+    logits = model(jnp.asarray([ids])).logits
+    assert logits.shape == (1, len(ids), len(tokenizer)) and bool(jnp.all(jnp.isfinite(logits)))
