@@ -4,7 +4,7 @@ Steps (see `xlm_flax/data/xlm-small-en/MODEL_CARD.md`):
     apt-get download python3.11-doc && dpkg-deb -x python3.11-doc_*.deb /tmp/pydoc
     python benchmarks/prepare_small_corpus.py /tmp/pydoc /tmp/corpus
     python benchmarks/build_small_tokenizer.py /tmp/corpus/train.txt /tmp/tok --vocab-size 4000
-    python benchmarks/train_small_model.py /tmp/tok /tmp/corpus/train.txt /tmp/run --steps 3000
+    python benchmarks/train_small_model.py /tmp/tok /tmp/corpus/train.txt /tmp/run --steps 450 --emb-dim 128 --learning-rate 2e-3
     python benchmarks/train_small_model.py /tmp/tok /tmp/corpus/train.txt /tmp/run2 --init /tmp/run/model ...
 The final model is written to `/tmp/run/model`; the run resumes from `/tmp/run/checkpoints` if stopped.
 """
