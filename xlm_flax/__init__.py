@@ -15,6 +15,7 @@ from xlm_flax.heads import (
 from xlm_flax.inference import Embedder, FillMask
 from xlm_flax.modeling import BaseModelOutput, MaskedLMOutput, XLMModel, XLMWithLMHeadModel
 from xlm_flax.parallel import DEFAULT_RULES, make_mesh, pmap_forward, shard_model, sharded_forward
+from xlm_flax.training import TrainConfig, Trainer, train
 from xlm_flax.unstacked import unstack_layers
 
 __version__ = "0.1.0"
@@ -36,6 +37,8 @@ __all__ = [
     "XLMForTokenClassification",
     "XLMModel",
     "XLMWithLMHeadModel",
+    "TrainConfig",
+    "Trainer",
     "__version__",
     "distributed",
     "make_mesh",
@@ -43,4 +46,5 @@ __all__ = [
     "shard_model",
     "sharded_forward",
     "unstack_layers",
+    "train",
 ]
