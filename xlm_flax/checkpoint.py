@@ -285,6 +285,7 @@ class LoadPlan:
         targets: Flat Flax path -> abstract variable of the target model.
 
     Attributes:
+        targets: As given.
         found: Flax path -> (rule, source names in layer order) for torch sources, or the source name for native.
         missing_new: Target parameters the source lacks and that may be freshly initialised (head tensors).
         missing_encoder: Encoder tensors the source lacks (always an error).
@@ -296,6 +297,7 @@ class LoadPlan:
 
     def __init__(self, source: TensorSource, architecture: str, config: XLMConfig, targets: dict[str, Any]):
         self.source = source
+        self.targets = targets
         names = set(source.names())
         source_prefixed = any(n.startswith(ENCODER_PREFIX) for n in names)
         target_prefixed = architecture != "XLMModel"

@@ -89,6 +89,60 @@ def storage_dtype(name: str) -> np.dtype:
     return STORAGE_DTYPES[name]
 
 
+@dataclasses.dataclass
+class NativeWeights:
+    """A checked plan for writing a native checkpoint: every tensor of the model found, with the right shape.
+
+    Attributes:
+        architecture: The model class name written into `config.json`.
+        config: The model's config.
+        dtype: Storage dtype of the output.
+        specs: `(flat name, shape, dtype)` of every tensor, in the model's order.
+        plan: The name and layout mapping from the source tensors.
+    """
+
+    architecture: str
+    config: XLMConfig
+    dtype: np.dtype
+    specs: list[tuple[str, tuple[int, ...], np.dtype]]
+    plan: LoadPlan
+
+    def write(self, directory: str) -> None:
+        """Writes `model.safetensors` (tensor by tensor) and `config.json` into `directory`."""
+
+        def produce(name: str) -> np.ndarray:
+            rule = self.plan.found[name][0]
+            shape = self.plan.targets[name].shape
+            per_layer = shape[1:] if rule is not None and rule.n_layers else shape
+            return self.plan.read(name, tuple(per_layer), self.dtype)
+
+        write_safetensors(os.path.join(directory, WEIGHTS_NAME), self.specs, produce, NATIVE_METADATA)
+        write_config(directory, self.config, self.architecture, self.dtype)
+
+
+def plan_native_weights(tensors: TensorSource, architecture: str, config: XLMConfig, dtype: np.dtype) -> NativeWeights:
+    """Maps `tensors` onto the parameters of `architecture` and checks that they fit exactly.
+
+    Args:
+        tensors: The source tensors (transformers names).
+        architecture: A key of `xlm_flax.modeling.MODEL_CLASSES`.
+        config: The model's config.
+        dtype: Storage dtype of the output.
+
+    Raises:
+        CheckpointError: listing every missing, unexpected and mis-shaped tensor.
+    """
+    from flax import nnx
+
+    abstract = abstract_model(MODEL_CLASSES[architecture], config, param_dtype=dtype)
+    _, state = nnx.split(abstract)
+    targets = {".".join(map(str, path)): variable for path, variable in nnx.to_flat_state(state)}
+    plan = LoadPlan(tensors, architecture, config, targets)
+    plan.check(missing_ok=False, unused_ok=False)  # a converted checkpoint must be complete and exact
+    specs = [(name, tuple(v.shape), dtype) for name, v in targets.items()]
+    return NativeWeights(architecture, config, dtype, specs, plan)
+
+
 def convert_checkpoint(
     source: str | os.PathLike,
     destination: str | os.PathLike,
@@ -126,25 +180,12 @@ def convert_checkpoint(
         if verify and tensors.kind == "flax":
             raise InputError(f"{source} is already a native checkpoint: --verify needs a transformers checkpoint")
         architecture = infer_architecture(config, tensors)
-        cls = MODEL_CLASSES[architecture]
-        abstract = abstract_model(cls, config, param_dtype=out_dtype)
-        from flax import nnx
-
-        _, state = nnx.split(abstract)
-        targets = {".".join(map(str, path)): variable for path, variable in nnx.to_flat_state(state)}
-        plan = LoadPlan(tensors, architecture, config, targets)
-        plan.check(missing_ok=False, unused_ok=False)  # a converted checkpoint must be complete and exact
-        log(f"converting {architecture} from {tensors.description}: {len(targets)} tensors, storage {dtype}")
-        specs = [(name, tuple(v.shape), out_dtype) for name, v in targets.items()]
-
-        def produce(name: str) -> np.ndarray:
-            rule = plan.found[name][0]
-            shape = targets[name].shape
-            return plan.read(name, tuple(shape[1:] if rule is not None and rule.n_layers else shape), out_dtype)
+        weights = plan_native_weights(tensors, architecture, config, out_dtype)
+        log(f"converting {architecture} from {tensors.description}: {len(weights.specs)} tensors, storage {dtype}")
+        specs = weights.specs
 
         with atomic_directory(destination, force=force) as tmp:
-            write_safetensors(os.path.join(tmp, WEIGHTS_NAME), specs, produce, NATIVE_METADATA)
-            write_config(tmp, config, architecture, out_dtype)
+            weights.write(tmp)
             copied = copy_tokenizer_files(source, tmp)
             report = ConversionReport(
                 destination=os.fspath(destination),

@@ -666,8 +666,6 @@ class XLMForTokenClassification(_HeadModel):
     """XLM with a per-token classifier (transformers' `XLMForTokenClassification`): dropout (`config.dropout`)
     then `classifier`, a linear map to `num_labels`.
 
-    Args are those of `XLMForSequenceClassification`.
-
     Args:
         config: The model's hyper-parameters.
         rngs: Random streams for parameter initialisation (`params`).
@@ -746,8 +744,6 @@ class XLMForTokenClassification(_HeadModel):
 class XLMForQuestionAnsweringSimple(_HeadModel):
     """XLM with a linear span head (transformers' `XLMForQuestionAnsweringSimple`): `qa_outputs` maps each hidden
     state to a start and an end logit.
-
-    Args are those of `XLMForSequenceClassification`.
 
     Args:
         config: The model's hyper-parameters.
@@ -848,8 +844,6 @@ class XLMForQuestionAnswering(_HeadModel):
     """XLM with the SQuAD beam-search head (transformers' `XLMForQuestionAnswering`); see `SquadHead` and
     `SquadOutput`. The beam sizes are `config.start_n_top` and `config.end_n_top`.
 
-    Args are those of `XLMForSequenceClassification`.
-
     Args:
         config: The model's hyper-parameters.
         rngs: Random streams for parameter initialisation (`params`).
@@ -942,8 +936,6 @@ class XLMForQuestionAnswering(_HeadModel):
 class XLMForMultipleChoice(_HeadModel):
     """XLM scoring each of several choices (transformers' `XLMForMultipleChoice`): sequence summary, then
     `logits_proj` from `num_labels` features to one score per choice.
-
-    Args are those of `XLMForSequenceClassification`.
 
     Args:
         config: The model's hyper-parameters.

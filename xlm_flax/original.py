@@ -30,18 +30,12 @@ from typing import Any
 import numpy as np
 
 from xlm_flax.checkpoint import (
-    NATIVE_METADATA,
-    WEIGHTS_NAME,
-    LoadPlan,
     TensorSource,
-    abstract_model,
     atomic_directory,
     torch_to_numpy,
-    write_config,
 )
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import CheckpointError, ConfigError, InputError
-from xlm_flax.safetensors_io import write_safetensors
 
 # The original code's fixed values: positions table size, LayerNorm epsilon, and the dictionary's special words
 # (<s> </s> <pad> <unk> <special0>..<special9>, the mask being <special1>).
@@ -385,10 +379,8 @@ def convert_original(
         CheckpointError, ConfigError, InputError: see `read_original_checkpoint`, `original_config`,
             `read_bpe_codes`; missing or unexpected tensors are all listed.
     """
-    from flax import nnx
 
-    from xlm_flax.conversion import storage_dtype
-    from xlm_flax.modeling import MODEL_CLASSES
+    from xlm_flax.conversion import plan_native_weights, storage_dtype
 
     out_dtype = storage_dtype(dtype)
     merges = read_bpe_codes(codes) if codes is not None else None
@@ -396,25 +388,12 @@ def convert_original(
     config = original_config(checkpoint)
     architecture, arrays = transformers_state(checkpoint, config)
     tensors = _ArraySource(arrays, checkpoint.path)
-    _, state = nnx.split(abstract_model(MODEL_CLASSES[architecture], config, param_dtype=out_dtype))
-    targets = {".".join(map(str, path)): variable for path, variable in nnx.to_flat_state(state)}
-    plan = LoadPlan(tensors, architecture, config, targets)
-    if plan.missing_new or plan.unused:
-        raise CheckpointError(
-            f"{checkpoint.path} does not match an XLM {architecture}: "
-            f"missing {', '.join(plan.missing_new) or 'nothing'}; unexpected {', '.join(plan.unused) or 'nothing'}"
-        )
-    specs = [(name, tuple(v.shape), out_dtype) for name, v in targets.items()]
-
-    def produce(name: str) -> np.ndarray:
-        rule = plan.found[name][0]
-        shape = targets[name].shape
-        return plan.read(name, tuple(shape[1:] if rule is not None and rule.n_layers else shape), out_dtype)
+    weights = plan_native_weights(tensors, architecture, config, out_dtype)
+    specs = weights.specs
 
     with atomic_directory(destination, force=force) as tmp:
         log(f"converting original {architecture} from {checkpoint.path}: {len(specs)} tensors, storage {dtype}")
-        write_safetensors(os.path.join(tmp, WEIGHTS_NAME), specs, produce, NATIVE_METADATA)
-        write_config(tmp, config, architecture, out_dtype)
+        weights.write(tmp)
         written = []
         if merges is not None:
             written = write_tokenizer_files(tmp, checkpoint.id2word, merges, config, lowercase=lowercase)
