@@ -4,7 +4,7 @@
     python benchmarks/encode_throughput.py --model xlm-mlm-en-2048 --sentences 64   # random weights, ~2.7 GB
     python benchmarks/encode_throughput.py --model demo --compilations 10000
 
-`demo` is the cached model of `xlm-flax demo`; a preset name (`xlm-mlm-en-2048`, ...) builds that architecture with
+`demo` is the small model shipped with xlm-flax (`xlm-flax demo`'s); a preset name (`xlm-mlm-en-2048`, ...) builds that architecture with
 random weights (no download) and tokenizes with the small demo vocabulary, so only the shapes are realistic; any
 other value is loaded as a checkpoint directory or hub id. Sentences are 3 to 30 random words. The first `encode`
 (which compiles each bucket it meets) is timed apart from the second (steady state).
@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from xlm_flax import Embedder, XLMConfig, XLMModel
-from xlm_flax.demo import demo_model
+from xlm_flax.demo import small_model_path
 from xlm_flax.presets import PRESETS
 from xlm_flax.tokenization import DEFAULT_WORDS, build_test_tokenizer, load_tokenizer
 
@@ -36,9 +36,9 @@ def sentences(n: int, low: int = 3, high: int = 30, seed: int = 0) -> list[str]:
 
 
 def make_embedder(name: str, dtype: str) -> Embedder:
-    """The embedder of the demo model, of a preset architecture with random weights, or of a checkpoint."""
+    """The embedder of the shipped small model, of a preset architecture with random weights, or of a checkpoint."""
     if name == "demo":
-        return Embedder.from_pretrained(demo_model(), dtype=dtype)
+        return Embedder.from_pretrained(small_model_path(), dtype=dtype)
     if name.split("/")[-1] in PRESETS:
         config = XLMConfig.preset(name)
         model = XLMModel(config, rngs=nnx.Rngs(0), dtype=dtype)

@@ -15,7 +15,6 @@ from conftest import make_torch_checkpoint
 
 from xlm_flax import Embedder, FillMask
 from xlm_flax.conversion import convert_checkpoint
-from xlm_flax.demo import demo_model
 from xlm_flax.tokenization import build_test_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,9 +122,6 @@ def test_bad_inputs_exit_2_with_one_line(model_dir, tmp_path):
         broken[name] = str(tmp_path / name.replace(".", "_"))
         shutil.copytree(model_dir, broken[name])
         os.unlink(os.path.join(broken[name], name))
-    fake_torch = tmp_path / "no_torch" / "torch"
-    fake_torch.mkdir(parents=True)
-    (fake_torch / "__init__.py").write_text("raise ImportError('torch is hidden by this test')\n")
     out = str(tmp_path / "out.npy")
     cases = {
         # name: (arguments, stdin, extra environment, text the one stderr line must contain)
@@ -139,9 +135,6 @@ def test_bad_inputs_exit_2_with_one_line(model_dir, tmp_path):
                             "model.safetensors"),
         "missing tokenizer": (["fill-mask", broken["vocab.json"], f"a {MASK}"], None, {}, "vocab.json"),
         "bad layer": (["embed", model_dir, "--input", "-", "--output", out, "--layer", "top"], b"a\n", {}, "--layer"),
-        "demo without torch": (["demo"], None,
-                               {"PYTHONPATH": f"{fake_torch.parent}{os.pathsep}{ROOT}",
-                                "XDG_CACHE_HOME": str(tmp_path / "cache")}, "pip install torch"),
     }  # fmt: skip
     # Successes started alongside: a long input with truncation allowed (one warning line), an empty file.
     truncating = _start("embed", model_dir, "--input", str(tmp_path / "long.txt"), "--output", out + ".long.npy")
@@ -172,16 +165,10 @@ def test_bad_inputs_exit_2_with_one_line(model_dir, tmp_path):
     assert np.load(out + ".empty.npy").shape == (0, 30)
 
 
-def test_demo_builds_once_and_runs(tmp_path, monkeypatch):
-    code, out, err = _run("demo", "--sentences", "16", XDG_CACHE_HOME=str(tmp_path))
+def test_demo_on_another_model(model_dir):
+    """`xlm-flax demo --model DIR` runs the same demo on any checkpoint, with the PyTorch comparison (torch here)."""
+    code, out, err = _run("demo", "--model", model_dir, "--sentences", "16")
     assert code == 0, err
-    assert "randomly initialised" in out and "parity with transformers" in out
-    assert "fill-mask (top 3" in out and "sentences/s" in out and "building the demo model" in err
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.delenv("XLM_FLAX_CACHE", raising=False)
-    built = demo_model()
-    before = os.stat(os.path.join(built, "model.safetensors")).st_mtime_ns
-    messages = []
-    assert demo_model(log=messages.append) == built and not messages  # cached: nothing rebuilt
-    assert os.stat(os.path.join(built, "model.safetensors")).st_mtime_ns == before
-    assert not [name for name in os.listdir(os.path.dirname(built)) if name.startswith(".")]  # no leftovers
+    assert f"xlm-flax demo: {model_dir}" in out and "shipped with xlm-flax" not in out
+    assert "fill-mask (top 5" in out and "sentences/s" in out and "Traceback" not in err
+    assert "parity with transformers' PyTorch XLM on the same weights" in out

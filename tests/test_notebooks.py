@@ -37,12 +37,6 @@ def test_notebooks_found():
     assert len(NOTEBOOKS) >= 2, f"expected the notebooks under {ROOT / 'notebooks'}"
 
 
-@pytest.fixture(scope="session")
-def demo_cache(tmp_path_factory):
-    """One cache directory for every notebook run: the small model is built (or copied) once per session."""
-    return tmp_path_factory.mktemp("xlm-flax-cache")
-
-
 def _write_kernelspec(directory: Path, env: dict[str, str]) -> None:
     spec = directory / "kernels" / KERNEL
     spec.mkdir(parents=True)
@@ -56,12 +50,11 @@ def _write_kernelspec(directory: Path, env: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("path, n_devices", RUNS)
-def test_notebook_runs(path, n_devices, demo_cache, tmp_path, monkeypatch):
+def test_notebook_runs(path, n_devices, tmp_path, monkeypatch):
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = {
         "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-        "XLM_FLAX_CACHE": str(demo_cache),
         "JAX_PLATFORMS": "cpu",
         "XLA_FLAGS": f"--xla_force_host_platform_device_count={n_devices}",
         "TMPDIR": str(scratch),  # what a notebook writes with tempfile goes away with the test

@@ -2,6 +2,7 @@
 
 from xlm_flax import distributed
 from xlm_flax.config import XLMConfig
+from xlm_flax.demo import small_model_path
 from xlm_flax.heads import (
     ClassifierOutput,
     QuestionAnsweringOutput,
@@ -45,6 +46,7 @@ __all__ = [
     "pmap_forward",
     "shard_model",
     "sharded_forward",
+    "small_model_path",
     "unstack_layers",
     "train",
 ]
