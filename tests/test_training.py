@@ -1,4 +1,5 @@
-"""Training: MLM masking statistics, TLM/CLM inputs, the sharded step against one device, learning, exact resume."""
+"""Training: MLM masking statistics, TLM/CLM inputs, the sharded step against one device, learning (MLM, TLM, CLM,
+classification fine-tuning to high held-out accuracy), exact resume."""
 
 from __future__ import annotations
 
@@ -13,9 +14,19 @@ import pytest
 from flax import nnx
 
 from xlm_flax import XLMConfig, XLMWithLMHeadModel
+from xlm_flax.errors import InputError
+from xlm_flax.heads import XLMForSequenceClassification
 from xlm_flax.objectives import IGNORE_INDEX, clm_labels, mask_tokens, special_ids, tlm_pair
 from xlm_flax.parallel import make_mesh, parameter_shardings
-from xlm_flax.training import TrainConfig, Trainer, make_optimizer, make_train_step, mlm_prepare
+from xlm_flax.training import (
+    TrainConfig,
+    Trainer,
+    evaluate_classifier,
+    make_optimizer,
+    make_train_step,
+    mlm_prepare,
+    read_classification_file,
+)
 
 SPECIALS = ["<s>", "</s>", "<pad>", "<unk>"] + [f"<special{i}>" for i in range(10)]
 LETTERS = list(string.ascii_lowercase)
@@ -92,8 +103,6 @@ def test_masking_statistics_and_exclusions():
 
 
 def test_masking_rejects_bad_rates():
-    from xlm_flax.errors import InputError
-
     with pytest.raises(InputError, match="rates"):
         mask_tokens(jax.random.key(0), jnp.zeros((1, 3), jnp.int32), mask_index=5, vocab_size=20, exclude=(),
                     mask_rate=0.9, random_rate=0.2)  # fmt: skip
@@ -218,3 +227,117 @@ def test_shipped_small_model_loads_and_follows_the_xlm_layout():
     assert tokenizer.unk_token_id not in ids
     logits = model(jnp.asarray([ids])).logits
     assert logits.shape == (1, len(ids), len(tokenizer)) and bool(jnp.all(jnp.isfinite(logits)))
+
+
+# ---------------------------------------------------------------------------------------- TLM, CLM, classification
+
+
+def _write(path, lines) -> str:
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_tlm_loss_decreases(tokenizer_dir, tmp_path):
+    rng = np.random.default_rng(1)
+    words = ["abc", "abd", "xyz", "cab", "zz"]
+    pairs = []
+    for _ in range(200):
+        sentence = list(rng.choice(words, size=rng.integers(2, 5)))
+        pairs.append(" ".join(sentence) + " .\t" + " ".join(w[::-1] for w in sentence) + " .")  # "translation"
+    config = tiny_config(n_langs=2, lang2id={"en": 0, "fr": 1})
+    model = XLMWithLMHeadModel(config, rngs=nnx.Rngs(params=0))
+    train_config = _train_config(
+        tokenizer_dir,
+        _write(tmp_path / "pairs.tsv", pairs),
+        tmp_path,
+        objective="tlm",
+        langs=("en", "fr"),
+        steps=20,
+        buckets=(32,),
+    )
+    trainer = Trainer(train_config, model=model, log=lambda _: None)
+    batch = next(trainer.data)
+    assert set(np.unique(batch["langs"][batch["attention_mask"] == 1])) == {0, 1}  # both languages in every pair
+    losses = [loss for _, loss in trainer.train()]
+    assert all(np.isfinite(losses)) and np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+
+
+def test_clm_loss_decreases(tokenizer_dir, text_file, tmp_path):
+    model = XLMWithLMHeadModel(tiny_config(causal=True), rngs=nnx.Rngs(params=0))
+    trainer = Trainer(
+        _train_config(tokenizer_dir, text_file, tmp_path, objective="clm", steps=20, buckets=(16,)),
+        model=model,
+        log=lambda _: None,
+    )
+    losses = [loss for _, loss in trainer.train()]
+    assert all(np.isfinite(losses)) and np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+
+
+def _separable(n: int, seed: int) -> list[str]:
+    """Label 0: words over the letters a-h; label 1: words over p-w. Classes alternate, lengths vary."""
+    rng = np.random.default_rng(seed)
+    alphabets = [list("abcdefgh"), list("pqrstuvw")]
+    lines = []
+    for i in range(n):
+        label = i % 2
+        words = ["".join(rng.choice(alphabets[label], size=rng.integers(2, 5))) for _ in range(rng.integers(2, 5))]
+        lines.append(" ".join(words) + f" .\t{label}")
+    return lines
+
+
+@pytest.fixture(scope="module")
+def classification_files(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("cls")
+    return _write(directory / "train.tsv", _separable(320, 0)), _write(directory / "test.tsv", _separable(100, 1))
+
+
+def test_classification_fine_tuning_reaches_high_accuracy(tokenizer_dir, classification_files, tmp_path):
+    train_file, test_file = classification_files
+    model = XLMForSequenceClassification(tiny_config(num_labels=2), rngs=nnx.Rngs(params=0))
+    config = _train_config(
+        tokenizer_dir, train_file, tmp_path, objective="classification", steps=40, batch_size=16, buckets=(24,)
+    )
+    trainer = Trainer(config, model=model, log=lambda _: None)
+    batch = next(trainer.data)
+    assert batch["labels"].shape == (1, 16) and batch["labels"].dtype == np.int32
+    trainer.data.seek(0, 0)
+    before = trainer.evaluate(test_file)
+    losses = [loss for _, loss in trainer.train()]
+    after = trainer.evaluate(test_file)
+    assert after.n_examples == 100 and after.predictions.shape == (100,)
+    assert after.accuracy >= 0.9, (before.accuracy, after.accuracy, losses)
+    assert after.loss < before.loss and np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5]), losses
+    np.testing.assert_array_equal(after.labels, read_classification_file(test_file)[1])
+
+    # The saved model is a classifier of its own: same predictions after loading it back.
+    directory = trainer.save_model()
+    loaded = XLMForSequenceClassification.from_pretrained(directory)
+    again = evaluate_classifier(loaded, trainer.tokenizer, test_file, batch_size=7, buckets=(24,))
+    np.testing.assert_array_equal(again.predictions, after.predictions)
+    assert abs(again.loss - after.loss) < 1e-4
+
+
+def test_classification_num_labels_from_data_or_config(tokenizer_dir, tmp_path):
+    lines = [f"abc{'d' * (i % 3)} .\t{i % 3}" for i in range(24)]
+    train_file = _write(tmp_path / "three.tsv", lines)
+    base = dict(objective="classification", from_scratch=True, steps=1, batch_size=8)
+    trainer = Trainer(_train_config(tokenizer_dir, train_file, tmp_path / "a", **base), log=lambda _: None)
+    assert trainer.model_config.num_labels == 3
+    assert trainer.model.sequence_summary.summary.kernel[...].shape[-1] == 3
+    trainer = Trainer(
+        _train_config(tokenizer_dir, train_file, tmp_path / "b", num_labels=5, **base), log=lambda _: None
+    )
+    assert trainer.model_config.num_labels == 5
+    with pytest.raises(InputError, match="num_labels=2"):
+        Trainer(_train_config(tokenizer_dir, train_file, tmp_path / "c", num_labels=2, **base), log=lambda _: None)
+    with pytest.raises(InputError, match="num_labels=2"):  # a model passed in keeps its own head size
+        model = XLMForSequenceClassification(tiny_config(num_labels=2), rngs=nnx.Rngs(params=0))
+        Trainer(_train_config(tokenizer_dir, train_file, tmp_path / "d", **base), model=model, log=lambda _: None)
+
+
+@pytest.mark.parametrize(
+    "line, message", [("abc .", "no tab"), ("abc .\tpositive", "not a class id"), ("abc .\t-1", "not a class id")]
+)
+def test_classification_file_errors(line, message, tmp_path):
+    with pytest.raises(InputError, match=message):
+        read_classification_file(_write(tmp_path / "bad.tsv", ["abd .\t0", line]))

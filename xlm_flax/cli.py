@@ -184,6 +184,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         remat=args.remat,
         mesh_shape=(args.data, args.model_parallel),
         seed=args.seed,
+        num_labels=args.num_labels,
         log_every=args.log_every,
         save_every=args.save_every,
     )
@@ -218,6 +219,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=int, default=-1, help="data-parallel mesh size (default: all devices)")
     p.add_argument("--model-parallel", type=int, default=1, help="model-parallel mesh size")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-labels", type=int, default=None, help="classification classes (default: largest label + 1)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (default: only at the end)")
     p.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in OUTPUT_DIR")

@@ -73,6 +73,8 @@ class TrainConfig:
         mesh_shape: `(data, model)` sizes of the device mesh; -1 takes the remaining devices.
         seed: Seeds initialisation, data order, masking and dropout.
         mlm_probability: Share of tokens chosen for MLM.
+        num_labels: Classes of the classification head; None takes the largest label of `train_file` plus one
+            (at least 2). A model passed to `Trainer` keeps its own `config.num_labels`.
         log_every: Log loss and throughput every this many steps.
         save_every: Save a checkpoint every this many steps (0: only at the end).
         keep_checkpoints: How many step checkpoints to keep.
@@ -100,6 +102,7 @@ class TrainConfig:
     mesh_shape: tuple[int, int] = (-1, 1)
     seed: int = 0
     mlm_probability: float = 0.15
+    num_labels: int | None = None
     log_every: int = 10
     save_every: int = 0
     keep_checkpoints: int = 2
@@ -112,6 +115,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "accumulation", "log_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.num_labels is not None and self.num_labels < 2:
+            raise InputError(f"num_labels={self.num_labels}: a classification head needs at least 2 classes")
         if not self.buckets or min(self.buckets) < 2:
             raise InputError(f"buckets={self.buckets}: give one or more lengths of at least 2")
         object.__setattr__(self, "buckets", tuple(sorted(self.buckets)))
@@ -230,6 +235,57 @@ def make_train_step(
 # ------------------------------------------------------------------------------------------------------------ data
 
 
+def read_classification_file(path: str) -> tuple[list[str], np.ndarray]:
+    """Reads a `text<TAB>label` file (integer labels, from 0; empty lines skipped).
+
+    Args:
+        path: The file.
+
+    Returns:
+        `(texts, labels)`: the texts and an int32 array `[n]` of their labels.
+
+    Raises:
+        MissingFileError: when the file does not exist.
+        InputError: on a line without a tab, a label that is not a non-negative integer, or an empty file.
+    """
+    if not os.path.isfile(path):
+        raise MissingFileError(f"classification file {path} does not exist; give a file of 'text<TAB>label' lines")
+    texts, labels = [], []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            text, sep, label = line.rstrip("\n").rpartition("\t")
+            if not sep:
+                raise InputError(f"{path}:{number}: no tab; write 'text<TAB>label'")
+            try:
+                value = int(label.strip())
+            except ValueError:
+                value = -1
+            if value < 0:
+                raise InputError(f"{path}:{number}: label {label!r} is not a class id; labels are integers from 0")
+            texts.append(text)
+            labels.append(value)
+    if not texts:
+        raise InputError(f"{path} has no 'text<TAB>label' lines")
+    return texts, np.asarray(labels, np.int32)
+
+
+def _encode(tokenizer: Any, text: str, lang: str, limit: int) -> list[int]:
+    # Moses-based XLM tokenizers take the language; others (e.g. a plain BPE tokenizer) do not.
+    lang_aware = "lang" in tokenizer._tokenize.__code__.co_varnames
+    ids = tokenizer.encode(text, lang=lang) if lang_aware else tokenizer.encode(text)
+    return ids if len(ids) <= limit else ids[: limit - 1] + ids[-1:]  # keep the closing </s>
+
+
+def _check_labels(labels: np.ndarray, num_labels: int, path: str) -> None:
+    if labels.size and int(labels.max()) >= num_labels:
+        raise InputError(
+            f"{path} has label {int(labels.max())} but the model has num_labels={num_labels} (labels 0..{num_labels - 1});"
+            " set TrainConfig.num_labels (--num-labels) or fix the labels"
+        )
+
+
 class TextBatches:
     """Fixed-shape batches from a text file, tokenised on the fly, in a reproducible order.
 
@@ -266,6 +322,10 @@ class TextBatches:
             raise MissingFileError(f"training file {path} does not exist; give a text file, one example per line")
         with open(path, encoding="utf-8") as f:
             self.lines = [line.rstrip("\n") for line in f if line.strip()]
+        self.labels: np.ndarray | None = None
+        if objective == "classification":
+            self.lines, self.labels = read_classification_file(path)
+            _check_labels(self.labels, config.num_labels, path)
         self.per_step = batch_size * accumulation
         if len(self.lines) < self.per_step:
             raise InputError(
@@ -313,26 +373,16 @@ class TextBatches:
         self._order = self._permutation(epoch)
 
     def _encode(self, text: str, lang: str) -> list[int]:
-        ids = self.tokenizer.encode(text, lang=lang) if self._lang_aware else self.tokenizer.encode(text)
-        limit = self.buckets[-1]
-        return ids if len(ids) <= limit else ids[: limit - 1] + ids[-1:]  # keep the closing </s>
-
-    @property
-    def _lang_aware(self) -> bool:
-        return "lang" in self.tokenizer._tokenize.__code__.co_varnames
+        return _encode(self.tokenizer, text, lang, self.buckets[-1])
 
     def _row(self, index: int) -> dict[str, np.ndarray]:
         if index in self._cache:
             return self._cache[index]
         line = self.lines[index]
-        if self.objective in ("tlm", "classification"):
-            if "\t" not in line:
-                raise InputError(
-                    f"{self.objective}: line {index + 1} has no tab; write "
-                    + ("'first<TAB>second'" if self.objective == "tlm" else "'text<TAB>label'")
-                )
-            first, second = line.split("\t", 1)
         if self.objective == "tlm":
+            if "\t" not in line:
+                raise InputError(f"tlm: line {index + 1} has no tab; write 'first<TAB>second'")
+            first, second = line.split("\t", 1)
             langs = (self.langs + self.langs)[:2]
             ids = (self.lang_ids + self.lang_ids)[:2]
             row = tlm_pair(
@@ -342,16 +392,8 @@ class TextBatches:
                 ids[1],
                 max_length=self.buckets[-1],
             )
-        elif self.objective == "classification":
-            try:
-                label = int(second.strip())
-            except ValueError:
-                raise InputError(
-                    f"classification: line {index + 1} has label {second!r}; labels are integers"
-                ) from None
-            ids = self._encode(first, self.langs[0])
-            row = {"input_ids": np.asarray(ids, np.int32), "labels": np.asarray([label], np.int32)}
         else:
+            # Classification: `lines` holds the texts (labels parsed in __init__); MLM/CLM: the sentences.
             ids = self._encode(line, self.langs[0])
             row = {"input_ids": np.asarray(ids, np.int32)}
             if self.config.has_lang_embeddings:
@@ -372,16 +414,12 @@ class TextBatches:
         indices = self._order[self.offset : self.offset + self.per_step]
         self.offset += self.per_step
         rows = [self._row(int(i)) for i in indices]
-        labels = None
-        if self.objective == "classification":
-            labels = np.stack([r["labels"][0] for r in rows]).astype(np.int32)
-            rows = [{"input_ids": r["input_ids"]} for r in rows]
         length = self._bucket(max(len(r["input_ids"]) for r in rows))
         batch = pad_batch(rows, length, {"input_ids": self.config.pad_index})
         if self.objective == "clm":
             batch["labels"] = clm_labels(batch["input_ids"], batch["attention_mask"])
-        if labels is not None:
-            batch["labels"] = labels
+        if self.labels is not None:
+            batch["labels"] = self.labels[indices]  # [accumulation * batch]: one class id per row
         shape = (self.accumulation, self.batch_size)
         return {name: value.reshape(shape + value.shape[1:]) for name, value in batch.items()}
 
@@ -488,10 +526,17 @@ class Trainer:
         config = self.config
         cls = _model_class(config.objective)
         kwargs = dict(dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype), remat=config.remat)
+        model_config = XLMConfig.from_pretrained(config.model)
+        if config.objective == "classification":
+            num_labels = config.num_labels
+            if num_labels is None:
+                _, labels = read_classification_file(config.train_file)
+                num_labels = max(2, int(labels.max()) + 1)
+            # A fresh head of num_labels classes; a base checkpoint's other tensors load as they are.
+            model_config = model_config.replace(num_labels=num_labels)
         if config.from_scratch:
-            model_config = XLMConfig.from_pretrained(config.model)
             return cls(model_config, rngs=nnx.Rngs(params=config.seed), **kwargs)
-        return cls.from_pretrained(config.model, seed=config.seed, **kwargs)
+        return cls.from_pretrained(config.model, seed=config.seed, config=model_config, **kwargs)
 
     def _init_opt_state(self, shardings: nnx.State) -> Any:
         # Moments mirror the parameters and take their shardings; scalars (the step count) are replicated.
@@ -615,6 +660,32 @@ class Trainer:
         self.history.extend(history)
         return history
 
+    def evaluate(self, path: str, *, batch_size: int | None = None) -> ClassificationMetrics:
+        """Accuracy and loss of the current classifier on a held-out `text<TAB>label` file.
+
+        Args:
+            path: The file.
+            batch_size: Rows per forward pass; defaults to the training batch size.
+
+        Returns:
+            See `evaluate_classifier`.
+
+        Raises:
+            InputError: unless the objective is classification; on a bad file (see `read_classification_file`).
+        """
+        if self.config.objective != "classification":
+            raise InputError(
+                f"evaluate measures classification accuracy; this run's objective is {self.config.objective}"
+            )
+        return evaluate_classifier(
+            self.model,
+            self.tokenizer,
+            path,
+            batch_size=batch_size or self.config.batch_size,
+            buckets=self.config.buckets,
+            lang=self.data.langs[0],
+        )
+
     @property
     def model(self) -> nnx.Module:
         """The model with the current parameters."""
@@ -625,6 +696,100 @@ class Trainer:
         directory = directory or os.path.join(self.config.output_dir, "model")
         self.model.save_pretrained(directory, tokenizer_source=self.config.tokenizer or self.config.model)
         return directory
+
+
+# ------------------------------------------------------------------------------------------------------ evaluation
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationMetrics:
+    """What `evaluate_classifier` measured.
+
+    Attributes:
+        accuracy: Share of examples whose arg-max class is the label.
+        loss: Mean cross-entropy.
+        n_examples: Examples evaluated.
+        predictions: int32 `[n_examples]` predicted classes, in file order.
+        labels: int32 `[n_examples]` the labels, in file order.
+    """
+
+    accuracy: float
+    loss: float
+    n_examples: int
+    predictions: np.ndarray
+    labels: np.ndarray
+
+
+def evaluate_classifier(
+    model: nnx.Module,
+    tokenizer: Any,
+    data: str | tuple[Sequence[str], Sequence[int]],
+    *,
+    batch_size: int = 32,
+    buckets: Sequence[int] = (32, 64, 128),
+    lang: str | None = None,
+) -> ClassificationMetrics:
+    """Accuracy and mean cross-entropy of a sequence classifier on labelled texts, without dropout.
+
+    Texts are tokenised as in training (`TextBatches`), cut to the largest bucket, and run in batches of fixed
+    shape `[batch_size, bucket]` (the last one padded with empty rows that are not counted), so the forward
+    compiles once per bucket.
+
+    Args:
+        model: An `XLMForSequenceClassification`.
+        tokenizer: Its tokenizer (e.g. transformers' `XLMTokenizer`).
+        data: A `text<TAB>label` file, or `(texts, labels)`.
+        batch_size: Rows per forward pass.
+        buckets: Allowed sequence lengths.
+        lang: Language code of the texts (tokenizer and language embeddings); defaults to the config's `lang_id`.
+
+    Returns:
+        A `ClassificationMetrics`.
+
+    Raises:
+        InputError: on a bad file, a label outside `0..num_labels-1`, or mismatched texts and labels.
+    """
+    from xlm_flax.heads import cross_entropy
+
+    config: XLMConfig = model.config
+    if isinstance(data, str):
+        texts, labels = read_classification_file(data)
+        where = data
+    else:
+        texts, labels = list(data[0]), np.asarray(data[1], np.int32)
+        where = "the labels given"
+        if len(texts) != len(labels) or not texts:
+            raise InputError(f"evaluate_classifier: {len(texts)} texts and {len(labels)} labels; give as many of each")
+    _check_labels(labels, config.num_labels, where)
+    buckets = tuple(sorted(buckets))
+    lang = lang or config.id2lang.get(config.lang_id, "en")
+    lang_id = config.lang2id.get(lang, config.lang_id)
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def forward(state, batch):
+        return nnx.merge(graphdef, state)(**batch).logits  # [batch, num_labels]
+
+    encoded = [_encode(tokenizer, text, lang, buckets[-1]) for text in texts]
+    logits = []
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        rows = [{"input_ids": np.asarray(ids, np.int32)} for ids in chunk]
+        rows += [{"input_ids": np.asarray([config.pad_index], np.int32)}] * (batch_size - len(rows))
+        if config.has_lang_embeddings:
+            rows = [{**r, "langs": np.full(len(r["input_ids"]), lang_id, np.int32)} for r in rows]
+        length = next(b for b in buckets if b >= max(len(r["input_ids"]) for r in rows))
+        batch = pad_batch(rows, length, {"input_ids": config.pad_index})
+        logits.append(np.asarray(forward(state, batch))[: len(chunk)])
+    logits = np.concatenate(logits)
+    predictions = logits.argmax(-1).astype(np.int32)
+    return ClassificationMetrics(
+        accuracy=float(np.mean(predictions == labels)),
+        loss=float(cross_entropy(jnp.asarray(logits), jnp.asarray(labels))),
+        n_examples=len(labels),
+        predictions=predictions,
+        labels=labels,
+    )
 
 
 def train(config: TrainConfig, *, resume: bool = True, log: Callable[[str], None] | None = None) -> Trainer:
@@ -647,12 +812,15 @@ def train(config: TrainConfig, *, resume: bool = True, log: Callable[[str], None
 
 __all__ = [
     "OBJECTIVES",
+    "ClassificationMetrics",
     "TextBatches",
     "TrainConfig",
     "Trainer",
+    "evaluate_classifier",
     "make_optimizer",
     "make_train_step",
     "mlm_prepare",
     "model_loss",
+    "read_classification_file",
     "train",
 ]
