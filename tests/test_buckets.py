@@ -17,8 +17,8 @@ COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
 def test_bucket_sizes():
-    assert length_buckets(512) == (8, 16, 32, 64, 128, 256, 512)
-    assert length_buckets(40) == (8, 16, 32, 40)
+    assert length_buckets(512) == (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+    assert length_buckets(40) == (8, 16, 24, 32, 40)
     assert length_buckets(5) == (5,)
     assert batch_buckets(32) == (1, 2, 4, 8, 16, 32)
     assert batch_buckets(12) == (1, 2, 4, 8, 12)
@@ -76,7 +76,7 @@ def test_compilations_bounded_by_bucket_count(tmp_path):
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
     bound = embedder.bucket_count(4)
-    assert bound == 3 * 4  # batch buckets (1, 2, 4) x length buckets (8, 16, 32, 40)
+    assert bound == 3 * 5  # batch buckets (1, 2, 4) x length buckets (8, 16, 24, 32, 40)
     assert 0 < len(compiles) <= bound
     assert embedder.num_compilations == len(compiles)
     # Padding each batch only to its own longest input would compile once per distinct length: more than the bound.
