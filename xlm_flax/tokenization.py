@@ -8,6 +8,8 @@ that ends a word carrying a `</w>` suffix (`hello</w>`).
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import logging
 import os
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from xlm_flax.config import XLMConfig
-from xlm_flax.errors import InputError, MissingFileError
+from xlm_flax.errors import DependencyError, InputError, MissingFileError
 from xlm_flax.hub import resolve_file
 
 logger = logging.getLogger("xlm_flax")
@@ -178,6 +180,29 @@ class Languages:
         return default_code, config.lang_id
 
 
+# XLMTokenizer segments these languages with optional packages before BPE: language -> (module, how to install).
+SEGMENTERS = {
+    "ja": ("Mykytea", "KyTea and its Python wrapper (pip install kytea)"),
+    "th": ("pythainlp", "PyThaiNLP (pip install pythainlp)"),
+    "zh": ("rjieba", "rjieba (pip install rjieba)"),
+}
+
+
+@functools.cache
+def check_segmenter(lang: str) -> None:
+    """Fails early, with the package to install, when `lang` needs a word segmenter that is missing (transformers
+    would log several lines and raise a bare ImportError in the middle of a batch).
+
+    Args:
+        lang: Moses language code.
+
+    Raises:
+        DependencyError: the segmenter of `lang` is not installed.
+    """
+    if lang in SEGMENTERS and importlib.util.find_spec(SEGMENTERS[lang][0]) is None:
+        raise DependencyError(f"tokenizing lang={lang!r} needs {SEGMENTERS[lang][1]}, which is not installed")
+
+
 def encode_text(tokenizer: Any, text: str, lang: str) -> list[int]:
     """Token ids of one text with `<s>` and `</s>` around it, tokenized with the Moses rules of `lang`.
 
@@ -185,7 +210,11 @@ def encode_text(tokenizer: Any, text: str, lang: str) -> list[int]:
         tokenizer: An `XLMTokenizer`.
         text: The text.
         lang: Moses language code.
+
+    Raises:
+        DependencyError: `lang` needs a word segmenter that is not installed (Japanese, Thai, Chinese).
     """
+    check_segmenter(lang)
     tokens = tokenizer.tokenize(text, lang=lang)
     return tokenizer.build_inputs_with_special_tokens(tokenizer.convert_tokens_to_ids(tokens))
 
