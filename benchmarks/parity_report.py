@@ -26,56 +26,16 @@ import transformers  # noqa: E402
 
 from xlm_flax import XLMWithLMHeadModel  # noqa: E402
 from xlm_flax.conversion import convert_checkpoint  # noqa: E402
+from xlm_flax.verify import PARITY_CONFIGS, build_reference_checkpoint, random_inputs  # noqa: E402
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 
-TINY = dict(vocab_size=41, emb_dim=30, n_layers=3, n_heads=5, max_position_embeddings=13)
-LANGS3 = {"en": 0, "fr": 1, "de": 2}
-CONFIGS = {
-    "multilingual": dict(n_langs=3),
-    "multilingual_no_lang_emb": dict(n_langs=3, use_lang_emb=False),
-    "monolingual": dict(),
-    "causal": dict(n_langs=3, causal=True),
-    "sinusoidal": dict(sinusoidal_embeddings=True),
-    "relu": dict(gelu_activation=False),
-    "untied": dict(tie_word_embeddings=False),
-}
 SETTINGS = {  # name: (compute dtype, parameter dtype)
     "float32": (jnp.float32, jnp.float32),
     "bf16 compute, fp32 params": (jnp.bfloat16, jnp.float32),
     "bf16 compute, bf16 params": (jnp.bfloat16, jnp.bfloat16),
 }
-
-
-def make_checkpoint(directory: str, overrides: dict, seed: int = 0) -> transformers.XLMWithLMHeadModel:
-    """A seeded random transformers LM model (LayerNorms and biases randomised too), saved to `directory`."""
-    fields = dict(TINY, **overrides)
-    if fields.get("n_langs", 1) > 1:
-        fields["lang2id"] = {k: v for k, v in LANGS3.items() if v < fields["n_langs"]}
-        fields["id2lang"] = {v: k for k, v in fields["lang2id"].items()}
-    torch.manual_seed(seed)
-    model = transformers.XLMWithLMHeadModel(transformers.XLMConfig(**fields)).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "layer_norm" in name:
-                p.add_(torch.randn_like(p) * 0.1)
-    model.save_pretrained(directory)
-    return model
-
-
-def random_inputs(config, batch: int = 3, length: int = 9, seed: int = 0, pad_rows: bool = True):
-    """Random ids (specials excluded), right padding of different lengths, per-token languages."""
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(6, config.vocab_size, size=(batch, length))
-    mask = np.ones((batch, length), dtype=np.int64)
-    if pad_rows:
-        for row in range(1, batch):
-            n = max(1, length - 2 * row)
-            ids[row, n:] = config.pad_index
-            mask[row, n:] = 0
-    langs = rng.integers(0, max(1, config.n_langs), size=(batch, length))
-    return ids, mask, langs
 
 
 def input_matrix(config) -> dict[str, dict[str, np.ndarray]]:
@@ -117,9 +77,9 @@ def main() -> None:
     parser.parse_args()
     worst: dict[str, dict[str, tuple[float, str]]] = {s: {} for s in SETTINGS}
     with tempfile.TemporaryDirectory() as tmp:
-        for config_name, overrides in CONFIGS.items():
+        for config_name, overrides in PARITY_CONFIGS.items():
             torch_dir, flax_dir = os.path.join(tmp, config_name), os.path.join(tmp, config_name + "-flax")
-            reference = make_checkpoint(torch_dir, overrides)
+            _, reference = build_reference_checkpoint(torch_dir, **overrides)
             convert_checkpoint(torch_dir, flax_dir)
             models = {
                 s: XLMWithLMHeadModel.from_pretrained(flax_dir, dtype=dtype, param_dtype=param_dtype)

@@ -14,6 +14,7 @@ from conftest import make_torch_checkpoint, random_inputs
 from flax import nnx
 
 from xlm_flax import XLMModel, XLMWithLMHeadModel
+from xlm_flax.verify import PARITY_CONFIGS
 
 FP32_TOL = 1e-5
 # Measured with `python benchmarks/parity_report.py` over this suite's whole config x input matrix (max |Flax bf16 -
@@ -22,15 +23,7 @@ FP32_TOL = 1e-5
 BF16_HIDDEN_TOL = 0.1
 BF16_LOGITS_TOL = 0.01
 
-CONFIGS = {
-    "multilingual": dict(n_langs=3),
-    "multilingual_no_lang_emb": dict(n_langs=3, use_lang_emb=False),
-    "monolingual": dict(),
-    "causal": dict(n_langs=3, causal=True),
-    "sinusoidal": dict(sinusoidal_embeddings=True),
-    "relu": dict(gelu_activation=False),
-    "untied": dict(tie_word_embeddings=False),
-}
+CONFIGS = PARITY_CONFIGS
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))

@@ -1,7 +1,9 @@
 """Numerical checks against transformers' PyTorch XLM on the same weights (needs torch).
 
 Used by `xlm-flax convert --verify` and `xlm-flax demo`: both models run on the same random batch (with padding and,
-for multilingual models, languages) and the largest absolute differences of their outputs are reported.
+for multilingual models, languages) and the largest absolute differences of their outputs are reported. The seeded
+reference checkpoints, inputs and configuration matrix of the parity suite live here too, so that the tests and
+`benchmarks/parity_report.py` measure the same thing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,95 @@ from xlm_flax.errors import CheckpointError
 # Largest accepted difference, relative to max(1, largest reference value), per storage dtype. Wrong conversions
 # give differences of order one; these bounds only absorb rounding.
 TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2}
+
+
+# The parity suite's tiny model: odd and prime sizes make shape bugs visible.
+TINY_CONFIG = dict(vocab_size=41, emb_dim=30, n_layers=3, n_heads=5, max_position_embeddings=13)
+TINY_LANGS = {"en": 0, "fr": 1, "de": 2}
+# The configurations the parity suite covers, as overrides of `TINY_CONFIG`.
+PARITY_CONFIGS = {
+    "multilingual": dict(n_langs=3),
+    "multilingual_no_lang_emb": dict(n_langs=3, use_lang_emb=False),
+    "monolingual": dict(),
+    "causal": dict(n_langs=3, causal=True),
+    "sinusoidal": dict(sinusoidal_embeddings=True),
+    "relu": dict(gelu_activation=False),
+    "untied": dict(tie_word_embeddings=False),
+}
+
+
+def reference_config(**overrides: Any) -> Any:
+    """A tiny transformers `XLMConfig` (`TINY_CONFIG` with `overrides`); multilingual configs get `lang2id`/`id2lang`
+    from `TINY_LANGS` unless given.
+
+    Args:
+        **overrides: Any transformers XLMConfig field.
+    """
+    import transformers
+
+    fields = dict(TINY_CONFIG, **overrides)
+    if fields.get("n_langs", 1) > 1 and "lang2id" not in fields:
+        fields["lang2id"] = {k: v for k, v in TINY_LANGS.items() if v < fields["n_langs"]}
+    if "lang2id" in fields:
+        fields["id2lang"] = {v: k for k, v in fields["lang2id"].items()}
+    return transformers.XLMConfig(**fields)
+
+
+def build_reference_checkpoint(
+    directory: str | os.PathLike, architecture: str = "XLMWithLMHeadModel", seed: int = 0, **overrides: Any
+) -> tuple[str, Any]:
+    """Builds a transformers XLM with seeded random weights and saves it with `save_pretrained` (needs torch).
+
+    LayerNorm parameters and biases are randomised too: their defaults (ones, zeros) would hide transposition bugs.
+
+    Args:
+        directory: Where to save it.
+        architecture: A transformers XLM class name.
+        seed: torch seed.
+        **overrides: Fields of `reference_config`.
+
+    Returns:
+        The directory and the PyTorch model (in eval mode).
+    """
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    model = getattr(transformers, architecture)(reference_config(**overrides)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "layer_norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(directory)
+    return os.fspath(directory), model
+
+
+def random_inputs(
+    config: Any, batch: int = 3, length: int = 9, seed: int = 0, pad_rows: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The parity suite's inputs: random ids (the first specials excluded), right padding of a different length on
+    every row but the first, and a random language per token.
+
+    Args:
+        config: A transformers or xlm-flax XLM config (`vocab_size`, `pad_index`, `n_langs`).
+        batch: Rows.
+        length: Columns.
+        seed: NumPy seed.
+        pad_rows: Pad rows after the first.
+
+    Returns:
+        `input_ids`, `attention_mask` and `langs`, each `[batch, length]` int64.
+    """
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(6, config.vocab_size, size=(batch, length))
+    mask = np.ones((batch, length), dtype=np.int64)
+    if pad_rows:
+        for row in range(1, batch):
+            n = max(1, length - 2 * row)
+            ids[row, n:] = config.pad_index
+            mask[row, n:] = 0
+    langs = rng.integers(0, max(1, config.n_langs), size=(batch, length))
+    return ids, mask, langs
 
 
 def random_batch(config: XLMConfig, *, batch: int = 3, length: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
@@ -99,4 +190,14 @@ def check_against_transformers(
     return diffs
 
 
-__all__ = ["TOLERANCE", "check_against_transformers", "random_batch"]
+__all__ = [
+    "PARITY_CONFIGS",
+    "TINY_CONFIG",
+    "TINY_LANGS",
+    "TOLERANCE",
+    "build_reference_checkpoint",
+    "check_against_transformers",
+    "random_batch",
+    "random_inputs",
+    "reference_config",
+]
