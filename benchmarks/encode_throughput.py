@@ -20,10 +20,11 @@ import jax
 import numpy as np
 from flax import nnx
 
+from tests.helpers import DEFAULT_WORDS, build_test_tokenizer
 from xlm_flax import Embedder, XLMConfig, XLMModel
 from xlm_flax.demo import small_model_path
 from xlm_flax.presets import PRESETS
-from xlm_flax.tokenization import DEFAULT_WORDS, build_test_tokenizer, load_tokenizer
+from xlm_flax.tokenization import load_tokenizer
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 

@@ -22,7 +22,7 @@ from flax import nnx
 from transformers import XLMTokenizer
 
 from xlm_flax import XLMWithLMHeadModel
-from xlm_flax.objectives import IGNORE_INDEX, mask_tokens, pad_batch, special_ids
+from xlm_flax.training.objectives import IGNORE_INDEX, mask_tokens, pad_batch, special_ids
 
 
 def main() -> None:

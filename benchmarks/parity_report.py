@@ -1,7 +1,7 @@
 """Largest differences between xlm-flax and transformers' PyTorch XLM, over the parity suite's matrix.
 
 Builds tiny transformers checkpoints with seeded random weights (the configurations of tests/test_parity.py), converts
-each with `xlm_flax.conversion.convert_checkpoint`, and runs both models on the suite's inputs (padding by
+each with `xlm_flax.checkpoints.convert_checkpoint`, and runs both models on the suite's inputs (padding by
 attention_mask and by lengths, padding inferred from pad tokens, explicit position_ids, token_type_ids, batch 1,
 length 1, length = max_position_embeddings). Prints the largest |flax - pytorch| of hidden states, attentions and
 logits in float32, and with bfloat16 compute (float32 and bfloat16 parameters) against the float32 PyTorch model.
@@ -24,9 +24,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+from tests.helpers import PARITY_CONFIGS, build_reference_checkpoint, random_inputs  # noqa: E402
 from xlm_flax import XLMWithLMHeadModel  # noqa: E402
-from xlm_flax.conversion import convert_checkpoint  # noqa: E402
-from xlm_flax.verify import PARITY_CONFIGS, build_reference_checkpoint, random_inputs  # noqa: E402
+from xlm_flax.checkpoints import convert_checkpoint  # noqa: E402
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()

@@ -386,7 +386,7 @@ def section_compile(args: argparse.Namespace, fixture: Fixture) -> dict[str, Any
 def section_convert(args: argparse.Namespace, fixture: Fixture) -> dict[str, Any]:
     """Converts the saved transformers checkpoint in a child process; then loads the result in another."""
     source = fixture.torch_checkpoint()
-    baseline = run_child([sys.executable, "-c", "import jax, xlm_flax.conversion; jax.numpy.zeros(1)"])
+    baseline = run_child([sys.executable, "-c", "import jax, xlm_flax.checkpoints.convert; jax.numpy.zeros(1)"])
     log("converting in a child process")
     convert = run_convert(source, fixture.flax_dir)
     weights = os.path.join(fixture.flax_dir, "model.safetensors")

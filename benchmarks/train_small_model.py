@@ -16,8 +16,7 @@ import os
 import shutil
 import time
 
-from xlm_flax import XLMConfig
-from xlm_flax.training import TrainConfig, train
+from xlm_flax import TrainConfig, XLMConfig, train
 
 
 def main() -> None:

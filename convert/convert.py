@@ -2,7 +2,7 @@
 
     python convert/convert.py FacebookAI/xlm-mlm-en-2048 ./xlm-en-2048 [--dtype bfloat16] [--verify] [--force]
 
-Uses only the public API: `xlm_flax.conversion.convert_checkpoint`. See convert/README.md.
+Uses only the public API: `xlm_flax.checkpoints.convert_checkpoint`. See convert/README.md.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from xlm_flax.conversion import convert_checkpoint
-from xlm_flax.errors import XLMFlaxError
+from xlm_flax import XLMFlaxError
+from xlm_flax.checkpoints import convert_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:

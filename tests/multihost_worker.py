@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 def main(argv: list[str]) -> None:
     port, n_processes, process_id, checkpoint, inputs_path, out_dir, *meshes = argv
     from xlm_flax import XLMWithLMHeadModel, distributed, make_mesh
-    from xlm_flax.parallel import sharded_forward
+    from xlm_flax.sharding.forward import sharded_forward
 
     info = distributed.initialize(
         f"127.0.0.1:{port}", int(n_processes), int(process_id), initialization_timeout=60, shutdown_timeout_seconds=30

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import make_torch_checkpoint, random_inputs
 from flax import nnx
+from helpers import build_reference_checkpoint, random_inputs
 
 from xlm_flax import XLMModel, XLMWithLMHeadModel
 
@@ -20,7 +20,7 @@ FP32_TOL = 1e-5
 def pair(request, tmp_path_factory):
     """(PyTorch LM model, our LM model, checkpoint directory) for a bidirectional and a causal model."""
     overrides = dict(n_langs=3, causal=request.param == "causal")
-    directory, torch_model = make_torch_checkpoint(tmp_path_factory.mktemp(request.param), **overrides)
+    directory, torch_model = build_reference_checkpoint(tmp_path_factory.mktemp(request.param), **overrides)
     return torch_model, XLMWithLMHeadModel.from_pretrained(directory), directory
 
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from conftest import make_torch_checkpoint
+from helpers import DEFAULT_WORDS, build_reference_checkpoint, build_test_tokenizer
 
 from xlm_flax import Embedder
-from xlm_flax.buckets import Prefetcher, batch_buckets, batch_order, bucket_for, length_buckets
 from xlm_flax.errors import InputError
-from xlm_flax.tokenization import DEFAULT_WORDS, build_test_tokenizer
+from xlm_flax.inference.batching import Prefetcher, batch_buckets, batch_order, bucket_for, length_buckets
 
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
@@ -54,7 +53,7 @@ def test_prefetcher_keeps_order_and_reraises():
 
 def test_compilations_bounded_by_bucket_count(tmp_path):
     vocab_size = build_test_tokenizer(tmp_path)
-    directory, _ = make_torch_checkpoint(tmp_path, vocab_size=vocab_size, max_position_embeddings=40)
+    directory, _ = build_reference_checkpoint(tmp_path, vocab_size=vocab_size, max_position_embeddings=40)
     embedder = Embedder.from_pretrained(directory)
     rng = np.random.default_rng(0)
     words = np.array(DEFAULT_WORDS)

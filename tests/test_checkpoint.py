@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import make_torch_checkpoint, random_inputs
 from flax import nnx
+from helpers import build_reference_checkpoint, random_inputs
 from safetensors.numpy import load_file, save_file
 
 from xlm_flax import XLMModel, XLMWithLMHeadModel
-from xlm_flax.checkpoint import SafetensorsSource
-from xlm_flax.conversion import convert_checkpoint
+from xlm_flax.checkpoints.convert import convert_checkpoint
+from xlm_flax.checkpoints.sources import SafetensorsSource
 from xlm_flax.errors import CheckpointError, InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,14 +55,14 @@ def _leftovers(parent) -> list[str]:
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
     """(transformers directory, PyTorch model, inputs) of a three-language LM checkpoint."""
-    directory, model = make_torch_checkpoint(tmp_path_factory.mktemp("lm"), n_langs=3)
+    directory, model = build_reference_checkpoint(tmp_path_factory.mktemp("lm"), n_langs=3)
     return directory, model, random_inputs(model.config)
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """A bare-encoder (XLMModel) checkpoint with the same config."""
-    directory, model = make_torch_checkpoint(tmp_path_factory.mktemp("base"), "XLMModel", n_langs=3)
+    directory, model = build_reference_checkpoint(tmp_path_factory.mktemp("base"), "XLMModel", n_langs=3)
     return directory, model
 
 
@@ -381,7 +381,7 @@ _PEAK = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def medium(tmp_path_factory):
-    directory, model = make_torch_checkpoint(tmp_path_factory.mktemp("medium"), **MEDIUM)
+    directory, model = build_reference_checkpoint(tmp_path_factory.mktemp("medium"), **MEDIUM)
     n_bytes = sum(p.numel() * 4 for p in model.parameters())  # parameters() lists the tied matrix once
     return directory, n_bytes
 

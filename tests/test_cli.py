@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import make_torch_checkpoint, random_inputs
+from helpers import build_reference_checkpoint, random_inputs
 
 from xlm_flax import XLMWithLMHeadModel
 
@@ -28,7 +28,7 @@ def run_cli(*args) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    return make_torch_checkpoint(tmp_path_factory.mktemp("src"), n_langs=3)
+    return build_reference_checkpoint(tmp_path_factory.mktemp("src"), n_langs=3)
 
 
 def _logits_diff(directory, torch_model) -> float:

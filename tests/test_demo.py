@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from xlm_flax import FillMask
-from xlm_flax.cli import main
+from xlm_flax.cli.main import main
 from xlm_flax.demo import run_demo, small_model_path
 from xlm_flax.errors import MissingFileError
 

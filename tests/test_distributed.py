@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import make_torch_checkpoint, random_inputs
+from helpers import build_reference_checkpoint, random_inputs
 
 from xlm_flax import XLMWithLMHeadModel, distributed, make_mesh
 from xlm_flax.errors import InputError
@@ -68,7 +68,7 @@ def _launch(n_processes: int, devices_per_process: int, meshes: list[str], check
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """Two processes with two CPU devices each, three meshes over the four devices; plus the references."""
-    directory, pt = make_torch_checkpoint(tmp_path_factory.mktemp("mh"), **DIVISIBLE)
+    directory, pt = build_reference_checkpoint(tmp_path_factory.mktemp("mh"), **DIVISIBLE)
     ids, mask, langs = random_inputs(pt.config, batch=BATCH)
     inputs = str(tmp_path_factory.mktemp("inputs") / "inputs.npz")
     np.savez(inputs, input_ids=ids, attention_mask=mask, langs=langs)

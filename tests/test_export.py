@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import make_torch_checkpoint, random_inputs
+from helpers import build_reference_checkpoint, random_inputs
 from safetensors.numpy import load_file
 
-from xlm_flax.cli import main
-from xlm_flax.modeling import MODEL_CLASSES
+from xlm_flax.checkpoints.registry import MODEL_CLASSES
+from xlm_flax.cli.main import main
 
 CASES = {
     "lm_tied": ("XLMWithLMHeadModel", {}),
@@ -56,7 +56,7 @@ def _assert_same_state(torch_model, directory):
 @pytest.mark.parametrize("case", list(CASES))
 def test_save_pretrained_pytorch_loads_in_transformers(case, tmp_path):
     architecture, overrides = CASES[case]
-    directory, torch_model = make_torch_checkpoint(tmp_path / "src", architecture, n_langs=3, **overrides)
+    directory, torch_model = build_reference_checkpoint(tmp_path / "src", architecture, n_langs=3, **overrides)
     torch_model.name_or_path = directory
     _with_tokenizer(directory)
     ours = MODEL_CLASSES[architecture].from_pretrained(directory)
@@ -84,7 +84,9 @@ def test_save_pretrained_pytorch_loads_in_transformers(case, tmp_path):
 @pytest.fixture(scope="module")
 def native_squad(tmp_path_factory):
     """A transformers SQuAD checkpoint (with tokenizer files) converted to our native layout by the CLI."""
-    source, torch_model = make_torch_checkpoint(tmp_path_factory.mktemp("squad"), "XLMForQuestionAnswering", n_langs=3)
+    source, torch_model = build_reference_checkpoint(
+        tmp_path_factory.mktemp("squad"), "XLMForQuestionAnswering", n_langs=3
+    )
     torch_model.name_or_path = source
     _with_tokenizer(source)
     native = str(tmp_path_factory.mktemp("native") / "model")

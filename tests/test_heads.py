@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import make_torch_checkpoint, random_inputs
 from flax import nnx
+from helpers import build_reference_checkpoint, random_inputs
 
 from xlm_flax import (
     XLMConfig,
@@ -21,8 +21,8 @@ from xlm_flax import (
     XLMForTokenClassification,
     XLMWithLMHeadModel,
 )
+from xlm_flax.checkpoints.registry import MODEL_CLASSES
 from xlm_flax.errors import CheckpointError, ConfigError, InputError
-from xlm_flax.modeling import MODEL_CLASSES
 
 TOL = 1e-5
 FIGURES: dict[str, float] = {}  # largest differences seen, printed at the end with -s
@@ -51,7 +51,7 @@ def build(tmp_path_factory):
     def get(architecture: str, **overrides):
         key = (architecture, tuple(sorted(overrides.items())))
         if key not in cache:
-            directory, torch_model = make_torch_checkpoint(
+            directory, torch_model = build_reference_checkpoint(
                 tmp_path_factory.mktemp(architecture), architecture, n_langs=3, **overrides
             )
             cache[key] = directory, torch_model, MODEL_CLASSES[architecture].from_pretrained(directory)

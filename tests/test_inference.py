@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import LANGS3, make_torch_checkpoint
+from helpers import TINY_LANGS, build_reference_checkpoint, build_test_tokenizer
 
 from xlm_flax import Embedder, FillMask, make_mesh
 from xlm_flax.errors import CheckpointError, InputError, MissingFileError
-from xlm_flax.tokenization import build_test_tokenizer, encode_text, load_tokenizer
+from xlm_flax.tokenization import encode_text, load_tokenizer
 
 TOL = 1e-5
 MAX_POS = 40
@@ -23,7 +23,7 @@ MASK = "<special1>"
 
 def _checkpoint(directory, **overrides):
     vocab_size = build_test_tokenizer(directory, lang2id=overrides.get("lang2id"), model_max_length=MAX_POS)
-    return make_torch_checkpoint(directory, vocab_size=vocab_size, max_position_embeddings=MAX_POS, **overrides)
+    return build_reference_checkpoint(directory, vocab_size=vocab_size, max_position_embeddings=MAX_POS, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def mono(tmp_path_factory):
 @pytest.fixture(scope="module")
 def multi(tmp_path_factory):
     """A three-language LM checkpoint with language embeddings: (directory, PyTorch model)."""
-    return _checkpoint(tmp_path_factory.mktemp("multi"), n_langs=3, lang2id=LANGS3)
+    return _checkpoint(tmp_path_factory.mktemp("multi"), n_langs=3, lang2id=TINY_LANGS)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_fill_mask_multilingual_uses_language_ids(multi):
     ids = encode_text(tokenizer, SINGLE, "fr")
     position = ids.index(tokenizer.mask_token_id)
     with torch.no_grad():
-        logits = model(torch.tensor([ids]), langs=torch.full((1, len(ids)), LANGS3["fr"])).logits[0, position]
+        logits = model(torch.tensor([ids]), langs=torch.full((1, len(ids)), TINY_LANGS["fr"])).logits[0, position]
     expected = torch.softmax(logits, -1).topk(4)
     got = fill(SINGLE, top_k=4, lang="fr")
     assert [p["token"] for p in got] == expected.indices.tolist()

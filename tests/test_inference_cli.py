@@ -11,11 +11,10 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import make_torch_checkpoint
+from helpers import build_reference_checkpoint, build_test_tokenizer
 
 from xlm_flax import Embedder, FillMask
-from xlm_flax.conversion import convert_checkpoint
-from xlm_flax.tokenization import build_test_tokenizer
+from xlm_flax.checkpoints.convert import convert_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MASK = "<special1>"
@@ -54,7 +53,7 @@ def model_dir(tmp_path_factory):
     """A native checkpoint directory (converted with the tokenizer files copied), as users would have."""
     source = tmp_path_factory.mktemp("torch")
     vocab_size = build_test_tokenizer(source, model_max_length=MAX_POS)
-    make_torch_checkpoint(source, vocab_size=vocab_size, max_position_embeddings=MAX_POS)
+    build_reference_checkpoint(source, vocab_size=vocab_size, max_position_embeddings=MAX_POS)
     destination = tmp_path_factory.mktemp("native") / "model"
     convert_checkpoint(source, destination)
     return str(destination)

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import LANGS3, make_torch_checkpoint, random_inputs
+from helpers import TINY_LANGS, build_reference_checkpoint, random_inputs
 
 from xlm_flax import XLMConfig, XLMWithLMHeadModel
-from xlm_flax.cli import main
+from xlm_flax.checkpoints.original import read_original_checkpoint
+from xlm_flax.cli.main import main
 from xlm_flax.errors import CheckpointError
-from xlm_flax.original import read_original_checkpoint
 
 WORDS = ["hello", "wor@@", "ld", "h@@", "e@@", "l@@", "o"] + [f"w{i}" for i in range(20)]  # 27 + 14 specials = 41
 CODES = "h e 50\nl l 40\nhe ll 30\nhell o</w> 20\nw o 10\nwo r 9\nl d</w> 8\n"
@@ -53,9 +53,9 @@ def _original_file(path, torch_model, *, prefix: str = "", namespace: bool = Fal
         asm=False,
         dropout=0.1,
         attention_dropout=0.1,
-        lang2id=dict(LANGS3),
-        id2lang={v: k for k, v in LANGS3.items()},
-        langs=list(LANGS3),
+        lang2id=dict(TINY_LANGS),
+        id2lang={v: k for k, v in TINY_LANGS.items()},
+        langs=list(TINY_LANGS),
         mlm_steps=[("en", None), ("fr", None)],
         bos_index=0,
         eos_index=1,
@@ -80,7 +80,7 @@ def _original_file(path, torch_model, *, prefix: str = "", namespace: bool = Fal
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    _, torch_model = make_torch_checkpoint(tmp_path_factory.mktemp("ref"), n_langs=3)
+    _, torch_model = build_reference_checkpoint(tmp_path_factory.mktemp("ref"), n_langs=3)
     codes = tmp_path_factory.mktemp("codes") / "codes"
     codes.write_text(CODES)
     return torch_model, str(codes)
@@ -96,7 +96,7 @@ def test_original_checkpoint_converts_to_the_same_model(reference, tmp_path, lay
 
     config = XLMConfig.from_pretrained(destination)
     assert (config.emb_dim, config.n_layers, config.n_heads, config.n_langs) == (30, 3, 5, 3)
-    assert config.lang2id == LANGS3 and config.architectures == ("XLMWithLMHeadModel",)
+    assert config.lang2id == TINY_LANGS and config.architectures == ("XLMWithLMHeadModel",)
     ours = XLMWithLMHeadModel.from_pretrained(destination)
     ids, mask, langs = random_inputs(torch_model.config)
     with torch.no_grad():
@@ -122,7 +122,7 @@ def test_tokenizer_from_vocabulary_and_codes(reference, tmp_path):
     expected = [0, WORDS.index("hello") + 14, WORDS.index("wor@@") + 14, WORDS.index("ld") + 14, 1]
     assert [id2word[i] for i in expected] == ["<s>", "hello", "wor@@", "ld", "</s>"]
     assert tokenizer("Hello World")["input_ids"] == expected  # lowercased, as the default tokenizer config says
-    assert tokenizer.lang2id == LANGS3
+    assert tokenizer.lang2id == TINY_LANGS
 
 
 def test_without_codes_writes_no_tokenizer(reference, tmp_path, capsys):

@@ -6,12 +6,15 @@ import jax
 import numpy as np
 import pytest
 import torch
-from conftest import make_torch_checkpoint, random_inputs
 from flax import nnx
+from helpers import build_reference_checkpoint, random_inputs
 
-from xlm_flax import XLMModel, XLMWithLMHeadModel, make_mesh, parallel, pmap_forward, shard_model
+from xlm_flax import XLMModel, XLMWithLMHeadModel, make_mesh, pmap_forward, shard_model
 from xlm_flax.errors import InputError
-from xlm_flax.parallel import init_sharded, parameter_shardings, resolve_rules, sharded_forward
+from xlm_flax.sharding.batch import shard_batch
+from xlm_flax.sharding.forward import sharded_forward
+from xlm_flax.sharding.placement import init_sharded, parameter_shardings
+from xlm_flax.sharding.rules import resolve_rules
 
 # Every sharded dimension divides 8: heads 8, mlp 4 * 32 = 128, vocab 48.
 DIVISIBLE = dict(vocab_size=48, emb_dim=32, n_heads=8, n_langs=3)
@@ -25,7 +28,7 @@ def _max_diff(a, b) -> float:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    directory, pt = make_torch_checkpoint(tmp_path_factory.mktemp("par"), **DIVISIBLE)
+    directory, pt = build_reference_checkpoint(tmp_path_factory.mktemp("par"), **DIVISIBLE)
     ids, mask, langs = random_inputs(pt.config, batch=5, length=LENGTH)  # 5: padded on every data axis > 1
     with torch.no_grad():
         ref = pt(
@@ -124,7 +127,7 @@ def test_pmap_forward_matches_single_device(setup):
 
 def test_replication_fallback_and_rule_overrides(tmp_path):
     # Prime sizes (vocab 41, 5 heads) cannot be split over 2: those dimensions stay whole; mlp 120 is split.
-    directory, pt = make_torch_checkpoint(tmp_path, architecture="XLMModel", n_langs=3)
+    directory, pt = build_reference_checkpoint(tmp_path, architecture="XLMModel", n_langs=3)
     mesh = make_mesh(4, 2)
     model = XLMModel.from_pretrained(directory, mesh=mesh)
     assert model.embeddings.embedding[...].sharding.spec == jax.sharding.PartitionSpec(None, None)
@@ -172,8 +175,8 @@ def test_mesh_errors_and_padding_helpers():
     with pytest.raises(InputError, match="at most one"):
         make_mesh(-1, -1)
     mesh = make_mesh(8, 1)
-    placed, batch = parallel.shard_batch({"input_ids": np.ones((5, 3), np.int32), "labels": np.ones((5, 3))}, mesh)
+    placed, batch = shard_batch({"input_ids": np.ones((5, 3), np.int32), "labels": np.ones((5, 3))}, mesh)
     assert batch == 5 and placed["input_ids"].shape == (8, 3)
     assert np.asarray(placed["labels"])[5:].tolist() == [[-100] * 3] * 3
     with pytest.raises(InputError, match="batch size"):
-        parallel.shard_batch({"input_ids": np.ones((5, 3)), "langs": np.ones((4, 3))}, mesh)
+        shard_batch({"input_ids": np.ones((5, 3)), "langs": np.ones((4, 3))}, mesh)

@@ -10,11 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import make_torch_checkpoint, random_inputs
 from flax import nnx
+from helpers import PARITY_CONFIGS, build_reference_checkpoint, random_inputs
 
 from xlm_flax import XLMModel, XLMWithLMHeadModel
-from xlm_flax.verify import PARITY_CONFIGS
 
 FP32_TOL = 1e-5
 # Measured with `python benchmarks/parity_report.py` over this suite's whole config x input matrix (max |Flax bf16 -
@@ -29,7 +28,9 @@ CONFIGS = PARITY_CONFIGS
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def pair(request, tmp_path_factory):
     """(PyTorch LM model, our LM model, our base model) for one config of the matrix."""
-    directory, torch_model = make_torch_checkpoint(tmp_path_factory.mktemp(request.param), **CONFIGS[request.param])
+    directory, torch_model = build_reference_checkpoint(
+        tmp_path_factory.mktemp(request.param), **CONFIGS[request.param]
+    )
     return torch_model, XLMWithLMHeadModel.from_pretrained(directory), XLMModel.from_pretrained(directory)
 
 
@@ -119,7 +120,7 @@ def test_too_long_input_is_refused(pair):
 
 @pytest.fixture(scope="module")
 def multilingual(tmp_path_factory):
-    directory, torch_model = make_torch_checkpoint(tmp_path_factory.mktemp("ml"), n_langs=3)
+    directory, torch_model = build_reference_checkpoint(tmp_path_factory.mktemp("ml"), n_langs=3)
     return directory, torch_model
 
 
@@ -181,7 +182,7 @@ def test_padding_invariance(multilingual):
 
 def test_causal_model_ignores_the_future(tmp_path):
     """Checked through gradients: no output position depends on a later input position."""
-    directory, torch_model = make_torch_checkpoint(tmp_path, n_langs=3, causal=True)
+    directory, torch_model = build_reference_checkpoint(tmp_path, n_langs=3, causal=True)
     model = XLMModel.from_pretrained(directory)
     ids, _, _ = random_inputs(torch_model.config, batch=1, length=8, pad_rows=False)
     embeds = model.embeddings(jnp.asarray(ids))

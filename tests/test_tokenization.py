@@ -1,10 +1,11 @@
 """Tokenizer glue: a language whose word segmenter is missing fails early with the package to install."""
 
 import pytest
+from helpers import build_test_tokenizer
 
 from xlm_flax import tokenization
 from xlm_flax.errors import DependencyError
-from xlm_flax.tokenization import build_test_tokenizer, encode_text, load_tokenizer
+from xlm_flax.tokenization import encode_text, load_tokenizer
 
 
 def test_missing_segmenter_is_a_dependency_error(tmp_path, monkeypatch):

@@ -15,18 +15,15 @@ from flax import nnx
 
 from xlm_flax import XLMConfig, XLMWithLMHeadModel
 from xlm_flax.errors import InputError
-from xlm_flax.heads import XLMForSequenceClassification
-from xlm_flax.objectives import IGNORE_INDEX, clm_labels, mask_tokens, special_ids, tlm_pair
-from xlm_flax.parallel import make_mesh, parameter_shardings
-from xlm_flax.training import (
-    TrainConfig,
-    Trainer,
-    evaluate_classifier,
-    make_optimizer,
-    make_train_step,
-    mlm_prepare,
-    read_classification_file,
-)
+from xlm_flax.model.heads.classification import XLMForSequenceClassification
+from xlm_flax.sharding.mesh import make_mesh
+from xlm_flax.sharding.placement import parameter_shardings
+from xlm_flax.training.config import TrainConfig
+from xlm_flax.training.data import read_classification_file
+from xlm_flax.training.evaluation import evaluate_classifier
+from xlm_flax.training.objectives import IGNORE_INDEX, clm_labels, mask_tokens, special_ids, tlm_pair
+from xlm_flax.training.step import make_optimizer, make_train_step, mlm_prepare
+from xlm_flax.training.trainer import Trainer
 
 SPECIALS = ["<s>", "</s>", "<pad>", "<unk>"] + [f"<special{i}>" for i in range(10)]
 LETTERS = list(string.ascii_lowercase)
@@ -192,7 +189,7 @@ def test_interrupted_run_resumes_exactly(tokenizer_dir, text_file, tmp_path):
 
 
 def test_cli_train_bad_input_is_one_line(tokenizer_dir, tmp_path, capsys):
-    from xlm_flax.cli import main
+    from xlm_flax.cli.main import main
 
     assert main(["train", str(tmp_path / "missing"), str(tmp_path / "t.txt"), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()

@@ -1,4 +1,4 @@
-"""Per-layer (unstacked) weights for inference (`xlm_flax.unstacked`) against transformers' PyTorch XLM and against
+"""Per-layer (unstacked) weights for inference (`xlm_flax.model.stack.run_unstacked`) against transformers' PyTorch XLM and against
 the scanned stack on the same weights."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import make_torch_checkpoint, random_inputs
 from flax import nnx
+from helpers import build_reference_checkpoint, random_inputs
 
 from xlm_flax import XLMWithLMHeadModel
-from xlm_flax.layers import LOGICAL_AXES
-from xlm_flax.unstacked import is_unstacked, unstack_layers
+from xlm_flax.model.layers import LOGICAL_AXES
+from xlm_flax.model.stack import is_unstacked, unstack_layers
 
 FP32_TOL = 1e-5
 
@@ -22,7 +22,7 @@ FP32_TOL = 1e-5
 def pair(request, tmp_path_factory):
     """(PyTorch LM model, our stacked LM model, our unstacked LM model) on the same weights."""
     overrides = dict(n_langs=3, causal=request.param == "causal")
-    directory, torch_model = make_torch_checkpoint(tmp_path_factory.mktemp(request.param), **overrides)
+    directory, torch_model = build_reference_checkpoint(tmp_path_factory.mktemp(request.param), **overrides)
     stacked = XLMWithLMHeadModel.from_pretrained(directory)
     unstacked = unstack_layers(XLMWithLMHeadModel.from_pretrained(directory))
     return torch_model, stacked, unstacked

@@ -1,52 +1,60 @@
-"""xlm-flax: XLM (Lample & Conneau, 2019) in JAX / Flax NNX."""
+"""xlm-flax: XLM (Lample & Conneau, 2019) in JAX / Flax NNX.
 
-from xlm_flax import distributed
-from xlm_flax.config import XLMConfig
-from xlm_flax.demo import small_model_path
-from xlm_flax.heads import (
-    ClassifierOutput,
-    QuestionAnsweringOutput,
-    SquadOutput,
-    XLMForMultipleChoice,
-    XLMForQuestionAnswering,
-    XLMForQuestionAnsweringSimple,
-    XLMForSequenceClassification,
-    XLMForTokenClassification,
-)
-from xlm_flax.inference import Embedder, FillMask
-from xlm_flax.modeling import BaseModelOutput, MaskedLMOutput, XLMModel, XLMWithLMHeadModel
-from xlm_flax.parallel import DEFAULT_RULES, make_mesh, pmap_forward, shard_model, sharded_forward
-from xlm_flax.training import TrainConfig, Trainer, train
-from xlm_flax.unstacked import unstack_layers
+The public names below resolve lazily, on first use: `import xlm_flax` imports no JAX. The package is organised by
+concern (see the README, "How the code is organised"):
 
-__version__ = "0.1.0"
+* `xlm_flax.model`: layers, attention, the encoder and its layer stack, the LM head, the task heads, outputs, losses.
+* `xlm_flax.checkpoints`: the PyTorch name table, tensor sources, hub files, load, save, convert, export.
+* `xlm_flax.sharding`: logical-axis rules, meshes, placement, sharded forward, multi-host.
+* `xlm_flax.inference`: batching and buckets, the engine, `FillMask`, `Embedder`.
+* `xlm_flax.training`: config, objectives, data, the step, the trainer, evaluation.
+* `xlm_flax.cli`: the `xlm-flax` command line, one module per command group.
+* `xlm_flax.config`, `xlm_flax.tokenization`, `xlm_flax.errors`: what every layer above uses.
+"""
 
-__all__ = [
-    "DEFAULT_RULES",
-    "BaseModelOutput",
-    "ClassifierOutput",
-    "Embedder",
-    "FillMask",
-    "MaskedLMOutput",
-    "QuestionAnsweringOutput",
-    "SquadOutput",
-    "XLMConfig",
-    "XLMForMultipleChoice",
-    "XLMForQuestionAnswering",
-    "XLMForQuestionAnsweringSimple",
-    "XLMForSequenceClassification",
-    "XLMForTokenClassification",
-    "XLMModel",
-    "XLMWithLMHeadModel",
-    "TrainConfig",
-    "Trainer",
-    "__version__",
-    "distributed",
-    "make_mesh",
-    "pmap_forward",
-    "shard_model",
-    "sharded_forward",
-    "small_model_path",
-    "unstack_layers",
-    "train",
-]
+from xlm_flax._lazy import lazy_namespace
+
+__version__ = "0.2.0.dev0"
+
+_NAMES = {
+    # the model
+    "XLMConfig": "xlm_flax.config",
+    "XLMModel": "xlm_flax.model.encoder",
+    "XLMWithLMHeadModel": "xlm_flax.model.lm_head",
+    "XLMForSequenceClassification": "xlm_flax.model.heads.classification",
+    "XLMForTokenClassification": "xlm_flax.model.heads.classification",
+    "XLMForQuestionAnsweringSimple": "xlm_flax.model.heads.question_answering",
+    "XLMForQuestionAnswering": "xlm_flax.model.heads.question_answering",
+    "XLMForMultipleChoice": "xlm_flax.model.heads.multiple_choice",
+    "BaseModelOutput": "xlm_flax.model.outputs",
+    "MaskedLMOutput": "xlm_flax.model.outputs",
+    "ClassifierOutput": "xlm_flax.model.outputs",
+    "QuestionAnsweringOutput": "xlm_flax.model.outputs",
+    "SquadOutput": "xlm_flax.model.outputs",
+    "unstack_layers": "xlm_flax.model.stack",
+    # sharding
+    "DEFAULT_RULES": "xlm_flax.sharding.rules",
+    "make_mesh": "xlm_flax.sharding.mesh",
+    "shard_model": "xlm_flax.sharding.placement",
+    "sharded_forward": "xlm_flax.sharding.forward",
+    "pmap_forward": "xlm_flax.sharding.forward",
+    "distributed": "xlm_flax.sharding.multihost:",
+    # inference
+    "Embedder": "xlm_flax.inference.embeddings",
+    "FillMask": "xlm_flax.inference.fill_mask",
+    "small_model_path": "xlm_flax.demo",
+    # training
+    "TrainConfig": "xlm_flax.training.config",
+    "Trainer": "xlm_flax.training.trainer",
+    "train": "xlm_flax.training.trainer",
+    # errors
+    "XLMFlaxError": "xlm_flax.errors",
+    "ConfigError": "xlm_flax.errors",
+    "CheckpointError": "xlm_flax.errors",
+    "MissingFileError": "xlm_flax.errors",
+    "InputError": "xlm_flax.errors",
+    "DependencyError": "xlm_flax.errors",
+}
+
+__getattr__, __dir__ = lazy_namespace(__name__, _NAMES)
+__all__ = ["__version__", *_NAMES]

@@ -2,6 +2,6 @@
 
 import sys
 
-from xlm_flax.cli import main
+from xlm_flax.cli.main import main
 
 sys.exit(main())

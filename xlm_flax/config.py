@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from xlm_flax.errors import ConfigError
-from xlm_flax.hub import resolve_file
 
 CONFIG_NAME = "config.json"
 
@@ -286,6 +285,8 @@ class XLMConfig:
         """
         if os.path.isfile(path_or_hub_id):
             return cls.from_json_file(path_or_hub_id)
+        from xlm_flax.checkpoints.hub import resolve_file  # the config layer knows nothing of checkpoints until asked
+
         return cls.from_json_file(resolve_file(path_or_hub_id, CONFIG_NAME))
 
     def to_json_string(self) -> str:

@@ -106,9 +106,9 @@ def check_parity(path: str | os.PathLike, *, log: Callable[[str], Any] = lambda 
     Raises:
         CheckpointError: torch is missing, or the outputs differ by more than rounding.
     """
-    from xlm_flax.checkpoint import open_weights
-    from xlm_flax.export import export_checkpoint
-    from xlm_flax.verify import check_against_transformers
+    from xlm_flax.checkpoints.export import export_checkpoint
+    from xlm_flax.checkpoints.sources import open_weights
+    from xlm_flax.checkpoints.verify import check_against_transformers
 
     source = open_weights(path)
     native = source.kind == "flax"
@@ -147,7 +147,8 @@ def run_demo(
     """
     import jax
 
-    from xlm_flax.inference import Embedder, FillMask
+    from xlm_flax.inference.embeddings import Embedder
+    from xlm_flax.inference.fill_mask import FillMask
 
     total = time.perf_counter()
     path = small_model_path() if model is None else os.fspath(model)

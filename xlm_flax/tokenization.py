@@ -1,5 +1,4 @@
-"""Tokenizer glue: transformers' `XLMTokenizer` (Moses + BPE) loaded from a model directory, language handling, and a
-small vocabulary builder for tests and the demo.
+"""Tokenizer glue: transformers' `XLMTokenizer` (Moses + BPE) loaded from a model directory, and language handling.
 
 XLM's vocabulary starts with the same special tokens in every public checkpoint: `<s>`=0, `</s>`=1, `<pad>`=2,
 `<unk>`=3, `<special0>`..`<special9>`=4..13; the mask token is `<special1>` (id 5). Words are BPE pieces, a piece
@@ -10,35 +9,28 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import logging
 import os
-import tempfile
-from collections.abc import Sequence
 from typing import Any
 
+from xlm_flax.checkpoints.hub import resolve_file
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import DependencyError, InputError, MissingFileError
-from xlm_flax.hub import resolve_file
 
 logger = logging.getLogger("xlm_flax")
 
+
 VOCAB_FILE = "vocab.json"
+
+
 MERGES_FILE = "merges.txt"
+
+
 # Read when present; transformers writes the first, older hub repositories may have the others.
 OPTIONAL_TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 
-SPECIAL_TOKENS = ("<s>", "</s>", "<pad>", "<unk>", *(f"<special{i}>" for i in range(10)))
 
-# The words of the demo and test vocabulary: enough for readable example sentences.
-DEFAULT_WORDS = (
-    "the a an of and to in on at is was are be it this that with for as by from my your his her our their "
-    "i you he she we they cat cats dog dogs sat sits runs ran eat eats like likes see saw mat house home city "
-    "capital paris london berlin france england germany country river sea sun moon day night good bad big small "
-    "red blue green old new book books car tree water food music language languages model word words sentence "
-    "hello world english french german speak speaks read reads write writes love loves"
-).split()
-_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-:;\"()"
+SPECIAL_TOKENS = ("<s>", "</s>", "<pad>", "<unk>", *(f"<special{i}>" for i in range(10)))
 
 
 def load_tokenizer(path_or_hub_id: str | os.PathLike) -> Any:
@@ -67,71 +59,6 @@ def load_tokenizer(path_or_hub_id: str | os.PathLike) -> Any:
     from transformers import XLMTokenizer
 
     return XLMTokenizer.from_pretrained(os.path.dirname(vocab))
-
-
-def _word_pieces(word: str) -> list[str]:
-    return [*word[:-1], word[-1] + "</w>"]
-
-
-def build_test_tokenizer(
-    directory: str | os.PathLike,
-    words: Sequence[str] = DEFAULT_WORDS,
-    *,
-    lang2id: dict[str, int] | None = None,
-    model_max_length: int | None = None,
-) -> int:
-    """Writes a small XLM tokenizer (`vocab.json`, `merges.txt`, `tokenizer_config.json`) into `directory`.
-
-    The vocabulary has XLM's special-token layout, every character of `a-z0-9` and common punctuation both inside a
-    word and ending one, and each of `words` as a whole token (with the BPE merges that build it). Any lower-case
-    ASCII text therefore tokenizes without `<unk>`. The files are those transformers writes
-    (`XLMTokenizer.save_pretrained`), each moved into place atomically.
-
-    Args:
-        directory: Where to write; created if needed. Other files in it are kept.
-        words: Whole-word tokens of the vocabulary (lower case).
-        lang2id: Languages of a multilingual model, recorded in the tokenizer config.
-        model_max_length: Recorded in the tokenizer config (usually `max_position_embeddings`).
-
-    Returns:
-        The vocabulary size (use it as the model's `vocab_size`).
-    """
-    from transformers import XLMTokenizer
-
-    vocab: dict[str, int] = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
-    for word in words:
-        vocab.setdefault(word + "</w>", len(vocab))
-    for c in _CHARACTERS:
-        vocab.setdefault(c, len(vocab))
-        vocab.setdefault(c + "</w>", len(vocab))
-    merges: dict[tuple[str, str], None] = {}
-    for word in words:
-        pieces = _word_pieces(word)
-        current = pieces[0]
-        for piece in pieces[1:]:  # left to right: "h e" -> "he l" -> "hel l" -> "hell o</w>"
-            merges.setdefault((current, piece), None)
-            current += piece
-            vocab.setdefault(current, len(vocab))  # intermediate pieces, where BPE may stop for other words
-    directory = os.fspath(directory)
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=directory, prefix=".tokenizer-") as tmp:
-        with open(os.path.join(tmp, "in-" + VOCAB_FILE), "w", encoding="utf-8") as f:
-            json.dump(vocab, f, ensure_ascii=False)
-        with open(os.path.join(tmp, "in-" + MERGES_FILE), "w", encoding="utf-8") as f:
-            f.writelines(f"{a} {b}\n" for a, b in merges)
-        kwargs: dict[str, Any] = {}
-        if lang2id:
-            kwargs.update(lang2id=dict(lang2id), id2lang={int(v): k for k, v in lang2id.items()})
-        if model_max_length is not None:
-            kwargs["model_max_length"] = model_max_length
-        tokenizer = XLMTokenizer(
-            os.path.join(tmp, "in-" + VOCAB_FILE), os.path.join(tmp, "in-" + MERGES_FILE), **kwargs
-        )
-        out = os.path.join(tmp, "out")
-        tokenizer.save_pretrained(out)
-        for name in os.listdir(out):
-            os.replace(os.path.join(out, name), os.path.join(directory, name))
-    return len(vocab)
 
 
 class Languages:
@@ -233,10 +160,13 @@ def truncate(ids: list[int], max_length: int, eos_index: int) -> list[int]:
 
 
 __all__ = [
-    "DEFAULT_WORDS",
-    "SPECIAL_TOKENS",
     "Languages",
-    "build_test_tokenizer",
+    "MERGES_FILE",
+    "OPTIONAL_TOKENIZER_FILES",
+    "SEGMENTERS",
+    "SPECIAL_TOKENS",
+    "VOCAB_FILE",
+    "check_segmenter",
     "encode_text",
     "load_tokenizer",
     "truncate",

@@ -1,0 +1,164 @@
+"""Loading a checkpoint into a model.
+
+Loading builds the model abstractly (`nnx.eval_shape`: no memory), then reads, converts and places one tensor at a
+time, so peak host memory stays near one copy of the parameters plus the largest single tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from xlm_flax.checkpoints.plan import LoadPlan, _flax_name, abstract_model
+from xlm_flax.checkpoints.sources import TensorSource, open_weights
+from xlm_flax.config import XLMConfig
+from xlm_flax.errors import InputError
+from xlm_flax.sharding.placement import sharded_placer
+
+logger = logging.getLogger("xlm_flax")
+
+
+Placer = Callable[[str, np.ndarray], jax.Array]
+
+
+def default_placer(path: str, value: np.ndarray) -> jax.Array:
+    """Puts a host array on the default device.
+
+    Args:
+        path: Flat parameter path (unused).
+        value: The host array.
+    """
+    del path
+    return jax.device_put(value)
+
+
+def load_pretrained(
+    cls: type,
+    path_or_hub_id: str | os.PathLike,
+    *,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = None,
+    placer: Placer | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    rules: Any = None,
+    strict: bool = False,
+    seed: int = 0,
+    config: XLMConfig | None = None,
+    **model_kwargs: Any,
+) -> nnx.Module:
+    """Loads a model of class `cls` from a native or transformers checkpoint directory or hub id.
+
+    Args:
+        cls: The model class (`XLMModel`, `XLMWithLMHeadModel`, or a head model).
+        path_or_hub_id: Local directory or hub id.
+        dtype: Compute dtype.
+        param_dtype: Storage dtype of the parameters; None keeps the checkpoint's (float32 for transformers files).
+        placer: Places each converted host array (e.g. with a sharding); defaults to the default device.
+        mesh: Load the parameters sharded over this mesh (`xlm_flax.make_mesh`): each tensor goes straight into its
+            `NamedSharding` as it is read, so no device ever holds a whole sharded weight. Not with `placer`.
+        rules: Overrides of `xlm_flax.DEFAULT_RULES` for `mesh`.
+        strict: Refuse checkpoints that lack some of the model's tensors instead of initialising them fresh.
+        seed: Seed for tensors that are initialised fresh (a head on top of a base checkpoint).
+        config: Use this config instead of the checkpoint's, e.g. with another `num_labels` for a fresh head.
+        **model_kwargs: Further constructor arguments (`scan_layers`, `remat`).
+
+    Returns:
+        The model, its parameters on device. Tensors that were initialised fresh and checkpoint tensors the model
+        does not use are logged as warnings.
+
+    Raises:
+        MissingFileError, CheckpointError, ConfigError: on bad or incomplete checkpoints.
+    """
+    if mesh is not None and placer is not None:
+        raise InputError("give either mesh= (parameters sharded by the rules) or placer=, not both")
+    config = XLMConfig.from_pretrained(path_or_hub_id) if config is None else config
+    source = open_weights(path_or_hub_id)
+    try:
+        return _load_into(
+            cls,
+            config,
+            source,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            placer=placer or default_placer,
+            mesh=mesh,
+            rules=rules,
+            strict=strict,
+            seed=seed,
+            name_or_path=os.fspath(path_or_hub_id),
+            **model_kwargs,
+        )
+    finally:
+        source.close()
+
+
+def _load_into(
+    cls, config, source, *, dtype, param_dtype, placer, mesh, rules, strict, seed, name_or_path, **model_kwargs
+) -> nnx.Module:
+    if param_dtype is None:
+        param_dtype = _checkpoint_param_dtype(source)
+    model_kwargs = dict(dtype=dtype, param_dtype=param_dtype, **model_kwargs)
+    abstract = abstract_model(cls, config, **model_kwargs)
+    graphdef, abstract_state = nnx.split(abstract)
+    if mesh is not None:
+        placer = sharded_placer(abstract_state, mesh, rules)
+    flat = list(nnx.to_flat_state(abstract_state))
+    targets = {_flax_name(path): variable for path, variable in flat}
+    plan = LoadPlan(source, cls.architecture, config, targets)
+    plan.check(missing_ok=not strict, unused_ok=True)
+    if plan.missing_new:
+        logger.warning(
+            "%s: initialised fresh (not in the checkpoint; train them before use): %s",
+            cls.__name__,
+            ", ".join(plan.missing_new),
+        )
+    if plan.unused:
+        logger.warning("%s: checkpoint tensors not used by this model: %s", cls.__name__, ", ".join(plan.unused))
+    fresh = _init_subset(cls, config, model_kwargs, plan.missing_new, seed) if plan.missing_new else {}
+
+    values = []
+    for path, variable in flat:
+        name = _flax_name(path)
+        if name in fresh:
+            array = placer(name, np.asarray(fresh.pop(name)))
+        else:
+            rule = plan.found[name][0]
+            per_layer = variable.shape[1:] if rule is not None and rule.n_layers else variable.shape
+            host = plan.read(name, tuple(per_layer), np.dtype(variable.dtype))
+            array = placer(name, host)
+            del host  # drop the host copy before reading the next tensor
+        values.append((path, variable.replace(value=array)))
+    model = nnx.merge(graphdef, nnx.from_flat_state(values))
+    model.name_or_path = name_or_path
+    model.fresh_parameters = tuple(plan.missing_new)
+    return model
+
+
+def _checkpoint_param_dtype(source: TensorSource) -> np.dtype:
+    """The floating dtype the checkpoint stores its parameters in (float32 when it cannot tell)."""
+    for name in source.names():
+        if name.endswith(("embeddings.weight", "embeddings.embedding")):
+            return np.dtype(source.dtype(name))
+    return np.dtype(np.float32)
+
+
+def _init_subset(cls, config, model_kwargs, paths: list[str], seed: int) -> dict[str, jax.Array]:
+    """Initialises only the parameters at `paths`: the jitted constructor returns just those, and XLA drops the
+    initialisers of everything else, so nothing else is materialised."""
+    wanted = set(paths)
+
+    def init():
+        state = nnx.state(cls(config, rngs=nnx.Rngs(seed), **model_kwargs), nnx.Param)
+        return {_flax_name(p): v[...] for p, v in nnx.to_flat_state(state) if _flax_name(p) in wanted}
+
+    return jax.jit(init)()
+
+
+__all__ = ["Placer", "default_placer", "load_pretrained"]

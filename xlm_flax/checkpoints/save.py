@@ -1,0 +1,110 @@
+"""`save_pretrained`: a model in memory written as a native or a transformers (PyTorch) directory."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from xlm_flax.checkpoints.files import (
+    NATIVE_METADATA,
+    WEIGHTS_NAME,
+    atomic_directory,
+    copy_tokenizer_files,
+    write_config,
+)
+from xlm_flax.checkpoints.names import Rule, model_rules
+from xlm_flax.checkpoints.plan import _flax_name
+from xlm_flax.checkpoints.safetensors_io import write_safetensors
+from xlm_flax.config import XLMConfig
+from xlm_flax.errors import InputError
+
+
+def _param_arrays(model: nnx.Module) -> dict[str, jax.Array]:
+    state = nnx.state(model, nnx.Param)
+    return {_flax_name(path): variable[...] for path, variable in nnx.to_flat_state(state)}
+
+
+def _to_host(array: jax.Array) -> np.ndarray:
+    """Brings a (possibly sharded, possibly multi-host) array to this host as NumPy."""
+    if not array.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        array = multihost_utils.process_allgather(array, tiled=True)
+    return np.asarray(array)
+
+
+def save_pretrained(
+    model: nnx.Module,
+    directory: str | os.PathLike,
+    *,
+    format: str = "flax",
+    dtype: Any = None,
+    tokenizer_source: str | os.PathLike | None = None,
+) -> str:
+    """Writes `config.json` and `model.safetensors` (and tokenizer files, when known) to `directory`.
+
+    Args:
+        model: Any model of this package.
+        directory: Output directory, created if needed. Files are written in a temporary directory and moved in
+            one by one, so a failure leaves no half-written file; other files already in `directory` stay.
+        format: `"flax"` (native flat parameter paths, loadable without torch) or `"pytorch"` (transformers'
+            tensor names, loadable with `transformers.<Architecture>.from_pretrained`).
+        dtype: Storage dtype to write (e.g. `"bfloat16"`); defaults to the parameters' own.
+        tokenizer_source: Directory or hub id to copy tokenizer files from; defaults to where the model was loaded.
+
+    Returns:
+        The directory written.
+    """
+    if format not in ("flax", "pytorch"):
+        raise InputError(f"format={format!r}: use 'flax' or 'pytorch'")
+    config: XLMConfig = model.config
+    architecture = model.architecture
+    arrays = _param_arrays(model)
+    out_dtype = _first_dtype(arrays) if dtype is None else np.dtype(dtype)
+
+    if format == "flax":
+        specs = [(name, a.shape, out_dtype) for name, a in arrays.items()]
+
+        def produce(name: str) -> np.ndarray:
+            return _to_host(arrays[name]).astype(out_dtype, copy=False)
+
+        metadata = NATIVE_METADATA
+    else:
+        by_torch: dict[str, tuple[Rule, int]] = {}
+        for rule in model_rules(architecture, config):
+            for i, torch_name in enumerate(rule.torch_names):
+                by_torch[torch_name] = (rule, i)
+        specs = []
+        for torch_name, (rule, _) in by_torch.items():
+            a = arrays[rule.flax_path]
+            per_layer = a.shape[1:] if rule.n_layers else a.shape
+            specs.append((torch_name, rule.layout.torch_shape(tuple(per_layer)), out_dtype))
+
+        def produce(name: str) -> np.ndarray:
+            rule, i = by_torch[name]
+            a = arrays[rule.flax_path]
+            host = _to_host(a[i] if rule.n_layers else a)
+            return np.ascontiguousarray(rule.layout.to_torch(host)).astype(out_dtype, copy=False)
+
+        metadata = {"format": "pt"}
+    if jax.process_index() != 0:
+        for name, _, _ in specs:
+            produce(name)  # every process takes part in gathering sharded arrays; only process 0 writes
+        return os.fspath(directory)
+    source = tokenizer_source if tokenizer_source is not None else getattr(model, "name_or_path", None)
+    with atomic_directory(directory, merge=True) as tmp:
+        write_safetensors(os.path.join(tmp, WEIGHTS_NAME), specs, produce, metadata)
+        copy_tokenizer_files(source, tmp)
+        write_config(tmp, config, architecture, out_dtype)
+    return os.fspath(directory)
+
+
+def _first_dtype(arrays: dict[str, jax.Array]) -> np.dtype:
+    return np.dtype(next(iter(arrays.values())).dtype)
+
+
+__all__ = ["save_pretrained"]

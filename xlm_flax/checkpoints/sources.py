@@ -1,0 +1,234 @@
+"""Tensor sources: named tensors read one at a time from safetensors files or a `pytorch_model.bin`.
+
+Two on-disk layouts share the directory shape `config.json` + weights (+ tokenizer files):
+
+* **native** (`save_pretrained(dir)`): `model.safetensors` whose tensors are named by our flat parameter paths
+  (`transformer.attentions.q_lin.kernel`, stacked over layers), marked `{"library": "xlm_flax"}` in its metadata.
+  Reading it needs neither torch nor transformers' model code.
+* **transformers** (`save_pretrained(dir, format="pytorch")`, or any hub checkpoint): `model.safetensors`, a sharded
+  `model.safetensors.index.json`, or `pytorch_model.bin` (read with `torch.load(weights_only=True)`), with
+  transformers' tensor names; converted through the table in `xlm_flax.checkpoints.names`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from xlm_flax.checkpoints.files import TORCH_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+from xlm_flax.checkpoints.hub import resolve_file
+from xlm_flax.checkpoints.safetensors_io import SafetensorsReader
+from xlm_flax.errors import CheckpointError, MissingFileError
+
+
+class TensorSource:
+    """Named tensors read one at a time.
+
+    Attributes:
+        kind: `"flax"` for our native layout, `"torch"` for transformers names.
+        description: Where the tensors come from, for messages.
+    """
+
+    kind: str
+    description: str
+
+    def names(self) -> list[str]:
+        """Every tensor name."""
+        raise NotImplementedError
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Shape of `name` without reading it.
+
+        Args:
+            name: Tensor name.
+        """
+        raise NotImplementedError
+
+    def dtype(self, name: str) -> np.dtype:
+        """NumPy dtype of `name` without reading it.
+
+        Args:
+            name: Tensor name.
+        """
+        raise NotImplementedError
+
+    def read(self, name: str) -> np.ndarray:
+        """Reads `name` into a new NumPy array.
+
+        Args:
+            name: Tensor name.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Releases what the source holds open."""
+
+
+class SafetensorsSource(TensorSource):
+    """One or several (sharded) safetensors files.
+
+    Args:
+        paths: The safetensors files.
+        kind: `"flax"` (native names) or `"torch"` (transformers names).
+    """
+
+    def __init__(self, paths: list[str], kind: str):
+        self.kind = kind
+        self.description = paths[0] if len(paths) == 1 else f"{len(paths)} shards in {os.path.dirname(paths[0])}"
+        self._readers: dict[str, SafetensorsReader] = {}
+        for path in paths:
+            reader = SafetensorsReader(path)
+            for name in reader.keys():
+                self._readers[name] = reader
+
+    def names(self) -> list[str]:
+        """Every tensor name."""
+        return list(self._readers)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Shape of `name` without reading it.
+
+        Args:
+            name: Tensor name.
+        """
+        return self._readers[name].shape(name)
+
+    def dtype(self, name: str) -> np.dtype:
+        """NumPy dtype of `name` without reading it.
+
+        Args:
+            name: Tensor name.
+        """
+        return self._readers[name].dtype(name)
+
+    def read(self, name: str) -> np.ndarray:
+        """Reads `name` into a new NumPy array.
+
+        Args:
+            name: Tensor name.
+        """
+        return self._readers[name].read(name)
+
+
+class TorchFileSource(TensorSource):
+    """A `pytorch_model.bin`, loaded with `torch.load(weights_only=True)`: tensors and plain containers only, so a
+    file that would run code when unpickled is refused.
+
+    Args:
+        path: The `pytorch_model.bin` file.
+    """
+
+    kind = "torch"
+
+    def __init__(self, path: str):
+        self.description = path
+        try:
+            import torch
+        except ImportError as e:
+            raise CheckpointError(
+                f"{path} is a PyTorch file and reading it needs torch: pip install 'xlm-flax[torch]', "
+                "or convert a safetensors checkpoint instead"
+            ) from e
+        import pickle
+
+        try:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # files in torch's legacy (pre-zip) format cannot be memory-mapped
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise CheckpointError(
+                f"refusing to read {path}: it holds objects other than tensors, and unpickling them could run "
+                f"code ({str(e).splitlines()[0]}); use a safetensors checkpoint"
+            ) from e
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path} holds a {type(state).__name__}, not a dictionary of tensors")
+        self._state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+    def names(self) -> list[str]:
+        """Every tensor name."""
+        return list(self._state)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Shape of `name`.
+
+        Args:
+            name: Tensor name.
+        """
+        return tuple(self._state[name].shape)
+
+    def dtype(self, name: str) -> np.dtype:
+        """NumPy dtype of `name`.
+
+        Args:
+            name: Tensor name.
+        """
+        import torch
+
+        tensor = self._state[name]
+        if tensor.dtype == torch.bfloat16:
+            return np.dtype(ml_dtypes.bfloat16)
+        return np.dtype(torch.empty((), dtype=tensor.dtype).numpy().dtype)
+
+    def read(self, name: str) -> np.ndarray:
+        """Converts `name` to a new NumPy array.
+
+        Args:
+            name: Tensor name.
+        """
+        return torch_to_numpy(self._state[name])
+
+    def close(self) -> None:
+        """Drops the loaded tensors."""
+        self._state = {}
+
+
+def torch_to_numpy(tensor: Any) -> np.ndarray:
+    """Converts a CPU torch tensor to NumPy without an intermediate float32 copy (bfloat16 included)."""
+    import torch
+
+    tensor = tensor.detach().cpu().contiguous()
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16).copy()
+    return tensor.numpy().copy()
+
+
+def open_weights(path_or_hub_id: str | os.PathLike) -> TensorSource:
+    """Opens the weights of a model directory or hub id, whichever layout they are in.
+
+    Args:
+        path_or_hub_id: A model directory or hub id.
+
+    Raises:
+        MissingFileError: when no weight file is found (the message lists the names looked for).
+        CheckpointError: when the file cannot be read.
+    """
+    single = resolve_file(path_or_hub_id, WEIGHTS_NAME, required=False)
+    if single is not None:
+        reader = SafetensorsReader(single)
+        native = reader.metadata.get("library") == "xlm_flax"
+        return SafetensorsSource([single], "flax" if native else "torch")
+    index = resolve_file(path_or_hub_id, WEIGHTS_INDEX_NAME, required=False)
+    if index is not None:
+        with open(index, encoding="utf-8") as f:
+            weight_map = json.load(f).get("weight_map", {})
+        shards = sorted(set(weight_map.values()))
+        if not shards:
+            raise CheckpointError(f"{index} lists no shards")
+        return SafetensorsSource([resolve_file(path_or_hub_id, shard) for shard in shards], "torch")
+    torch_file = resolve_file(path_or_hub_id, TORCH_WEIGHTS_NAME, required=False)
+    if torch_file is not None:
+        return TorchFileSource(torch_file)
+    raise MissingFileError(
+        f"{os.fspath(path_or_hub_id)} has no weights: expected {WEIGHTS_NAME}, {WEIGHTS_INDEX_NAME} or "
+        f"{TORCH_WEIGHTS_NAME}"
+    )
+
+
+__all__ = ["SafetensorsSource", "TensorSource", "TorchFileSource", "open_weights", "torch_to_numpy"]

@@ -1,0 +1,189 @@
+"""What `FillMask` and `Embedder` share: the split model, tokenizer, languages, buckets and the batch loop.
+
+Both follow one pattern: build once from a checkpoint, hold `graphdef, state = nnx.split(model)`, and run a pure
+function of `(state, batch)` compiled once per shape bucket (`xlm_flax.inference.batching`). Inputs are sorted by
+length, cut into batches, tokenized and padded on a background thread while the device works on the previous batch,
+and the results are put back in input order. With a `mesh`, parameters are placed by their logical axes and every
+batch is padded to a multiple of the data axis and split over it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from xlm_flax.config import XLMConfig
+from xlm_flax.errors import InputError
+from xlm_flax.inference.batching import (
+    HostBatch,
+    Prefetcher,
+    batch_buckets,
+    batch_order,
+    bucket_for,
+    length_buckets,
+    pad_batch,
+)
+from xlm_flax.sharding.placement import data_sharding, shard_model
+from xlm_flax.sharding.rules import DATA
+from xlm_flax.tokenization import Languages, encode_text, truncate
+
+logger = logging.getLogger("xlm_flax")
+
+
+def _preview(text: str, width: int = 40) -> str:
+    return repr(text if len(text) <= width else text[: width - 3] + "...")
+
+
+def _check_texts(inputs: str | Sequence[str], what: str) -> tuple[list[str], bool]:
+    """The inputs as a list, and whether a single string was given."""
+    if isinstance(inputs, str):
+        return [inputs], True
+    if isinstance(inputs, bytes) or not isinstance(inputs, Sequence | Iterator):
+        raise InputError(f"{what}: give a string or a list of strings, not {type(inputs).__name__}")
+    texts = list(inputs)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"{what}: input {i} is a {type(text).__name__}, not a string")
+    return texts, False
+
+
+class _Engine:
+    """What `FillMask` and `Embedder` share: the split model, the tokenizer, languages, buckets and the batch loop.
+
+    Args:
+        model: The model to run (its parameters are placed on `mesh` when one is given).
+        tokenizer: transformers' `XLMTokenizer` for the model.
+        mesh: Optional device mesh (`xlm_flax.make_mesh`).
+        rules: Logical-axis rules for placing the parameters (default `DEFAULT_RULES`).
+    """
+
+    def __init__(self, model: nnx.Module, tokenizer: Any, *, mesh: Mesh | None = None, rules: Any = None):
+        if mesh is not None:
+            shard_model(model, mesh, rules)  # a no-op for parameters already placed so (from_pretrained)
+        self.config: XLMConfig = model.config
+        self.tokenizer = tokenizer
+        self.mesh = mesh
+        self.languages = Languages(self.config)
+        self.graphdef, self.state = nnx.split(model)
+        self.max_length = self.config.max_position_embeddings
+        self.length_buckets = length_buckets(self.max_length)
+        self._multiple = mesh.shape[DATA] if mesh is not None else 1
+        self._executables: dict[tuple, Any] = {}
+
+    @property
+    def model(self) -> nnx.Module:
+        """The model (a new NNX object over the same parameters)."""
+        return nnx.merge(self.graphdef, self.state)
+
+    @property
+    def num_compilations(self) -> int:
+        """Number of shapes compiled so far (one per bucket and option set used)."""
+        return len(self._executables)
+
+    def bucket_count(self, batch_size: int) -> int:
+        """Number of (batch, length) buckets for `batch_size`: the most compilations one option set can cause."""
+        return len(batch_buckets(batch_size, self._multiple)) * len(self.length_buckets)
+
+    # ------------------------------------------------------------------------------------------- host side
+
+    def _host_batches(
+        self,
+        texts: list[str],
+        batch_size: int,
+        lang: tuple[str, int | None],
+        truncation: bool,
+        truncated: list[int],
+        prepare: Callable[[HostBatch], None] | None,
+    ) -> Iterator[HostBatch]:
+        """Tokenizes and pads batch after batch (runs on the prefetch thread)."""
+        code, lang_id = lang
+        sizes = batch_buckets(batch_size, self._multiple)
+        for indices in batch_order([len(t) for t in texts], batch_size):
+            sequences = []
+            for i in indices:
+                ids = encode_text(self.tokenizer, texts[i], code)
+                if len(ids) > self.max_length:
+                    if not truncation:
+                        raise InputError(
+                            f"input {i} ({_preview(texts[i])}) is {len(ids)} tokens long, more than the model's "
+                            f"max_position_embeddings={self.max_length}; shorten it or allow truncation"
+                        )
+                    truncated.append(int(i))
+                    ids = truncate(ids, self.max_length, self.config.eos_index)
+                sequences.append(ids)
+            batch = pad_batch(
+                indices,
+                sequences,
+                batch=bucket_for(len(indices), sizes),
+                length=bucket_for(max(len(s) for s in sequences), self.length_buckets),
+                pad_index=self.config.pad_index,
+                lang_id=lang_id,
+            )
+            if prepare is not None:
+                prepare(batch)
+            yield batch
+
+    def _put(self, array: np.ndarray | None) -> jax.Array | None:
+        if array is None:
+            return None
+        if self.mesh is None:
+            return jax.device_put(array)
+        return jax.device_put(array, data_sharding(self.mesh, array.ndim))
+
+    # ----------------------------------------------------------------------------------------- device side
+
+    def _call(self, key: tuple, build: Callable[[], Callable], args: list[jax.Array | None]) -> Any:
+        """Runs the executable of `key` (compiling it on first use) on `args`; returns without waiting."""
+        executable = self._executables.get(key)
+        if executable is None:
+            executable = jax.jit(build()).lower(self.state, *args).compile()
+            self._executables[key] = executable
+        return executable(self.state, *args)
+
+    def _stream(
+        self,
+        texts: list[str],
+        *,
+        batch_size: int,
+        lang: str | None,
+        truncation: bool,
+        options: tuple,
+        build: Callable[[], Callable],
+        prepare: Callable[[HostBatch], None] | None = None,
+    ) -> Iterator[tuple[HostBatch, Any]]:
+        """Yields `(host batch, outputs as NumPy)` for every batch of `texts`.
+
+        Batch i+1 is tokenized (prefetch thread) and dispatched before the outputs of batch i are fetched, so the
+        device always has work queued while the host waits.
+        """
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise InputError(f"batch_size={batch_size!r}: must be a positive integer")
+        resolved = self.languages.resolve(lang)
+        truncated: list[int] = []
+        pending = None
+        producer = self._host_batches(texts, batch_size, resolved, truncation, truncated, prepare)
+        with Prefetcher(producer) as batches:
+            for batch in batches:
+                host = [batch.input_ids, batch.attention_mask, batch.langs, *batch.extra.values()]
+                key = (*options, tuple(None if a is None else a.shape for a in host))
+                outputs = self._call(key, build, [self._put(a) for a in host])
+                if pending is not None:
+                    yield pending[0], jax.tree.map(np.asarray, pending[1])
+                pending = (batch, outputs)
+            if pending is not None:
+                yield pending[0], jax.tree.map(np.asarray, pending[1])
+        if truncated:
+            logger.warning(
+                "%d of %d inputs were longer than max_position_embeddings=%d tokens and were truncated (first: "
+                "input %d); pass truncation=False (--no-truncate) to get an error instead",
+                len(truncated),
+                len(texts),
+                self.max_length,
+                min(truncated),
+            )

@@ -1,0 +1,231 @@
+"""`FillMask`: transformers' fill-mask pipeline on an XLM language model."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from xlm_flax.config import XLMConfig
+from xlm_flax.errors import CheckpointError, InputError
+from xlm_flax.inference.batching import (
+    HostBatch,
+    bucket_for,
+    length_buckets,
+)
+from xlm_flax.inference.engine import _check_texts, _Engine, _preview, logger
+from xlm_flax.model.lm_head import XLMWithLMHeadModel
+from xlm_flax.tokenization import load_tokenizer
+
+
+def _fill_mask_kernel(graphdef: nnx.GraphDef, top_k: int | None) -> Callable:
+    def kernel(state, input_ids, attention_mask, langs, positions):
+        # input_ids, attention_mask, langs: [batch, length]; positions: [batch, masks] of the mask tokens.
+        model = nnx.merge(graphdef, state)
+        hidden = model.transformer(input_ids, attention_mask, langs).last_hidden_state  # [B, T, D]
+        picked = jnp.take_along_axis(hidden, positions[:, :, None], axis=1)  # [B, K, D]: only masks reach the head
+        logits = model.pred_layer(picked, model.transformer.embeddings.embedding[...])  # [B, K, V] float32
+        probs = jax.nn.softmax(logits, axis=-1)
+        if top_k is None:
+            return probs
+        return jax.lax.top_k(probs, top_k)  # ([B, K, k], [B, K, k])
+
+    return kernel
+
+
+class FillMask(_Engine):
+    """Predicts masked words, returning what transformers' `pipeline("fill-mask")` returns.
+
+    Args:
+        model: An `XLMWithLMHeadModel`.
+        tokenizer: Its `XLMTokenizer`.
+        mesh: Optional device mesh; parameters are placed on it and batches split over its data axis.
+        rules: Logical-axis rules for the parameters (default `DEFAULT_RULES`).
+
+    Example:
+        >>> fm = FillMask.from_pretrained("./xlm-en-2048")
+        >>> fm("paris is the <special1> of france .", top_k=3)  # [{"score", "token", "token_str", "sequence"}, ...]
+    """
+
+    def __init__(self, model: XLMWithLMHeadModel, tokenizer: Any, *, mesh: Mesh | None = None, rules: Any = None):
+        if not hasattr(model, "pred_layer"):
+            raise InputError(f"FillMask needs a model with a language-model head, not {type(model).__name__}")
+        super().__init__(model, tokenizer, mesh=mesh, rules=rules)
+        self.mask_token = tokenizer.mask_token
+        self.mask_id = tokenizer.mask_token_id
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str | os.PathLike,
+        *,
+        dtype: Any = jnp.float32,
+        param_dtype: Any = None,
+        mesh: Mesh | None = None,
+        rules: Any = None,
+    ) -> FillMask:
+        """Loads the model and tokenizer of a checkpoint directory or hub id.
+
+        Args:
+            path_or_hub_id: A native or transformers checkpoint directory with tokenizer files, or a hub id.
+            dtype: Compute dtype (probabilities are float32 whatever it is).
+            param_dtype: Storage dtype; None keeps the checkpoint's.
+            mesh: Optional device mesh.
+            rules: Logical-axis rules for `mesh`.
+
+        Raises:
+            MissingFileError: config, weights or tokenizer files are missing (the message names the file).
+            CheckpointError: the checkpoint has no language-model head.
+        """
+        XLMConfig.from_pretrained(path_or_hub_id)  # first, so that a missing or bad config.json is what is reported
+        tokenizer = load_tokenizer(path_or_hub_id)
+        try:
+            model = XLMWithLMHeadModel.from_pretrained(
+                path_or_hub_id, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, strict=True
+            )
+        except CheckpointError as e:
+            if "missing tensors" not in str(e):
+                raise
+            raise CheckpointError(f"fill-mask needs a model with its language-model head: {e}") from e
+        return cls(model, tokenizer, mesh=mesh, rules=rules)
+
+    def _target_ids(self, targets: str | Sequence[str], code: str) -> np.ndarray:
+        """Vocabulary ids of `targets`, as the pipeline picks them: the exact token, else the target's first piece."""
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        vocab = self.tokenizer.get_vocab()
+        ids = []
+        for target in targets:
+            if target in vocab:
+                ids.append(vocab[target])
+                continue
+            pieces = self.tokenizer.convert_tokens_to_ids(self.tokenizer.tokenize(target, lang=code))
+            if not pieces:
+                logger.warning("target %r is not in the vocabulary and tokenizes to nothing: ignored", target)
+                continue
+            logger.warning(
+                "target %r is not in the vocabulary: using its first piece %r",
+                target,
+                self.tokenizer.convert_ids_to_tokens(pieces[0]),
+            )
+            ids.append(pieces[0])
+        if not ids:
+            raise InputError("no usable target: give targets that are tokens of the vocabulary (e.g. 'paris</w>')")
+        return np.array(sorted(set(ids)), dtype=np.int64)
+
+    def __call__(
+        self,
+        inputs: str | Sequence[str],
+        top_k: int = 5,
+        targets: str | Sequence[str] | None = None,
+        lang: str | None = None,
+        *,
+        batch_size: int = 8,
+        truncation: bool = True,
+    ) -> list:
+        """Fills the mask token(s) of one text or of each text of a list.
+
+        Args:
+            inputs: A text or a list of texts, each containing the mask token (`self.mask_token`) at least once.
+            top_k: Number of predictions per mask.
+            targets: Restrict the candidates to these tokens (vocabulary tokens such as `"paris</w>"`; another
+                string is replaced by its first BPE piece, with a warning, as the pipeline does).
+            lang: Language code (e.g. `"en"`) for tokenization and, for models with language embeddings, the
+                language ids. None uses the config's default language.
+            batch_size: Texts per device batch.
+            truncation: Cut texts longer than `max_position_embeddings` tokens (one warning); False raises instead.
+
+        Returns:
+            For one text: a list of `{"score", "token", "token_str", "sequence"}` sorted by score, or, when the text
+            has several masks, one such list per mask. For a list of texts: one such result per text (also for a
+            list of one text, where the pipeline would unwrap it), and `[]` for an empty list.
+
+        Raises:
+            InputError: a text without the mask token, a bad `top_k`, `targets` or `lang`, or (with
+                `truncation=False`) a text that is too long.
+        """
+        texts, single = _check_texts(inputs, "fill-mask")
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise InputError(f"top_k={top_k!r}: must be a positive integer")
+        for i, text in enumerate(texts):
+            if self.mask_token not in text:
+                raise InputError(
+                    f"input {i} ({_preview(text)}) has no mask token: write {self.mask_token} where the word to "
+                    "predict goes"
+                )
+        if not texts:
+            return []
+        code, _ = self.languages.resolve(lang)
+        target_ids = self._target_ids(targets, code) if targets is not None else None
+        k = min(top_k, len(target_ids) if target_ids is not None else self.config.vocab_size)
+
+        def prepare(batch: HostBatch) -> None:
+            rows = []
+            for row, ids in zip(batch.indices, batch.sequences):
+                found = [j for j, token in enumerate(ids) if token == self.mask_id]
+                if not found:
+                    raise InputError(
+                        f"input {row}: its mask token lies beyond the first {self.max_length} tokens, which is all "
+                        "the model reads; move it earlier or shorten the text"
+                    )
+                rows.append(found)
+            width = bucket_for(max(len(r) for r in rows), length_buckets(batch.input_ids.shape[1], minimum=1))
+            positions = np.zeros((batch.input_ids.shape[0], width), dtype=np.int32)
+            for row, found in enumerate(rows):
+                positions[row, : len(found)] = found
+            batch.extra["positions"] = positions
+            batch.meta = rows
+
+        kernel_k = None if target_ids is not None else k
+        results: list = [None] * len(texts)
+        for batch, outputs in self._stream(
+            texts,
+            batch_size=batch_size,
+            lang=lang,
+            truncation=truncation,
+            options=("fill-mask", kernel_k),
+            build=functools.partial(_fill_mask_kernel, self.graphdef, kernel_k),
+            prepare=prepare,
+        ):
+            if target_ids is None:
+                scores, ids = outputs
+            else:
+                probs = outputs[:, :, target_ids]  # [B, K, n_targets]
+                order = np.argsort(-probs, axis=-1, kind="stable")[..., :k]
+                scores, ids = np.take_along_axis(probs, order, axis=-1), target_ids[order]
+            for row, (index, sequence) in enumerate(zip(batch.indices, batch.sequences)):
+                masks = batch.meta[row]
+                per_mask = [
+                    self._predictions(sequence, j, scores[row, m], ids[row, m], len(masks) == 1)
+                    for m, j in enumerate(masks)
+                ]
+                results[index] = per_mask[0] if len(masks) == 1 else per_mask
+        return results[0] if single else results
+
+    def _predictions(
+        self, sequence: list[int], position: int, scores: np.ndarray, ids: np.ndarray, single_mask: bool
+    ) -> list[dict[str, Any]]:
+        """The pipeline's dictionaries for one mask: the sequence is decoded with this mask filled in, dropping the
+        special tokens only when the text has a single mask (as the pipeline does)."""
+        out = []
+        for score, token in zip(scores.tolist(), ids.tolist()):
+            filled = list(sequence)
+            filled[position] = int(token)
+            out.append(
+                {
+                    "score": float(score),
+                    "token": int(token),
+                    "token_str": self.tokenizer.decode([int(token)]),
+                    "sequence": self.tokenizer.decode(filled, skip_special_tokens=single_mask),
+                }
+            )
+        return out
+
+
+__all__ = ["FillMask"]

@@ -1,0 +1,31 @@
+"""The model: layers, attention, the transformer block, the layer stack, the encoder, the LM head, the task heads,
+their outputs and losses. Nothing here imports the checkpoint, sharding, inference, training or CLI layers at
+import time (`from_pretrained` / `save_pretrained` import `xlm_flax.checkpoints` when called).
+
+* `layers`: `Dense`, `Embed`, `LayerNorm`, dropout, and how a parameter gets its logical axis names.
+* `initializers`: parameter initialisers, as transformers initialises them.
+* `attention`: multi-head self-attention, where scores and weights are computed.
+* `block`: one transformer block (attention, FFN, residuals, LayerNorms).
+* `stack`: the stacked layers and their runners (scanned, unrolled, per layer).
+* `encoder`: `XLMModel` (embeddings, masks, the stack).
+* `lm_head`: the prediction layer and `XLMWithLMHeadModel`.
+* `heads`: the task heads, one module per task.
+* `outputs`, `losses`, `pretrained`: output dataclasses, losses, the `from_pretrained` mixin.
+"""
+
+from xlm_flax._lazy import lazy_namespace
+
+__getattr__, __dir__ = lazy_namespace(
+    __name__,
+    {
+        "XLMModel": ".encoder",
+        "XLMWithLMHeadModel": ".lm_head",
+        "BaseModelOutput": ".outputs",
+        "MaskedLMOutput": ".outputs",
+        "ClassifierOutput": ".outputs",
+        "QuestionAnsweringOutput": ".outputs",
+        "SquadOutput": ".outputs",
+        "unstack_layers": ".stack",
+        "is_unstacked": ".stack",
+    },
+)

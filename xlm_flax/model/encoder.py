@@ -1,0 +1,232 @@
+"""The XLM encoder (`XLMModel`): embeddings, masks and the layer stack.
+
+Module and parameter names mirror transformers' PyTorch XLM (`embeddings`, `position_embeddings`,
+`lang_embeddings`, `layer_norm_emb`, `attentions.q_lin`, `layer_norm1`, `ffns.lin1`, `layer_norm2`), so that
+`xlm_flax.checkpoints.names` converts checkpoints with a table one can read.
+
+The forward pass reproduces the reference exactly, including its odd corners: hidden states are multiplied by the
+padding mask after the embeddings and after every layer; masked attention scores are filled with the dtype's
+minimum (so a row with nothing to attend to becomes uniform); `token_type_ids` are looked up in the word-embedding
+table; with neither `attention_mask` nor `lengths`, the mask is a prefix as long as the count of non-pad tokens; a
+causal model's attention mask is triangular and ignores padding.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from xlm_flax.config import XLMConfig
+from xlm_flax.model.attention import MultiHeadAttention
+from xlm_flax.model.block import TransformerFFN
+from xlm_flax.model.initializers import _normal, _sinusoidal_init, _word_embedding_init
+from xlm_flax.model.layers import DTypeLike, Embed, LayerNorm, dropout
+from xlm_flax.model.outputs import BaseModelOutput
+from xlm_flax.model.pretrained import PretrainedMixin
+from xlm_flax.model.stack import _layer_stack, _stacked, run_unstacked
+
+
+def _canonical_dtype(dtype: DTypeLike) -> jnp.dtype:
+    return jnp.dtype(dtype)
+
+
+class XLMModel(PretrainedMixin, nnx.Module):
+    """The XLM transformer encoder (transformers' `XLMModel`).
+
+    Args:
+        config: The model's hyper-parameters.
+        rngs: Random streams for parameter initialisation (`params`).
+        dtype: Compute dtype (e.g. `jnp.bfloat16`). Softmax, LayerNorm statistics and logits stay float32.
+        param_dtype: Storage dtype of the parameters.
+        scan_layers: Run the layers with `nnx.scan` (one compiled body); false unrolls them into straight-line code.
+        remat: Recompute each layer's activations in the backward pass instead of storing them (saves memory in
+            training).
+    """
+
+    architecture = "XLMModel"
+
+    def __init__(
+        self,
+        config: XLMConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype: DTypeLike = jnp.float32,
+        param_dtype: DTypeLike = jnp.float32,
+        scan_layers: bool = True,
+        remat: bool = False,
+    ):
+        dtype, param_dtype = _canonical_dtype(dtype), _canonical_dtype(param_dtype)
+        self.config = config
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.scan_layers = scan_layers
+        self.remat = remat
+        d = config.emb_dim
+        embed = partial(Embed, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        position_init = _sinusoidal_init if config.sinusoidal_embeddings else _normal(config.embed_init_std)
+        self.position_embeddings = embed(
+            config.max_position_embeddings, d, axes=("position", "embed"), init=position_init
+        )
+        if config.has_lang_embeddings:
+            self.lang_embeddings = embed(config.n_langs, d, axes=("lang", "embed"), init=_normal(config.embed_init_std))
+        else:
+            self.lang_embeddings = None
+        self.embeddings = embed(
+            config.vocab_size,
+            d,
+            axes=("vocab", "embed"),
+            init=_word_embedding_init(config.embed_init_std, config.pad_index),
+        )
+        norm = partial(LayerNorm, d, eps=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype)
+        self.layer_norm_emb = norm()
+        n = config.n_layers
+        module_kwargs = dict(dtype=dtype, param_dtype=param_dtype)
+        self.attentions = _stacked(n, lambda r: MultiHeadAttention(config, rngs=r, **module_kwargs), rngs)
+        self.layer_norm1 = _stacked(n, lambda r: norm(), rngs)
+        self.ffns = _stacked(n, lambda r: TransformerFFN(config, rngs=r, **module_kwargs), rngs)
+        self.layer_norm2 = _stacked(n, lambda r: norm(), rngs)
+
+    def __call__(
+        self,
+        input_ids: jax.Array | None = None,  # [batch, length] int
+        attention_mask: jax.Array | None = None,  # [batch, length], 1 = token, 0 = padding
+        langs: jax.Array | None = None,  # [batch, length] language id per token
+        token_type_ids: jax.Array | None = None,  # [batch, length], looked up in the word embeddings
+        position_ids: jax.Array | None = None,  # [batch, length]
+        lengths: jax.Array | None = None,  # [batch]
+        *,
+        inputs_embeds: jax.Array | None = None,  # [batch, length, emb_dim], instead of input_ids
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> BaseModelOutput:
+        """Encodes a batch.
+
+        Args:
+            input_ids: Token ids `[batch, length]`.
+            attention_mask: `[batch, length]`, nonzero on tokens. Takes precedence over `lengths`.
+            langs: Language id of every token `[batch, length]`; used only when the model has language embeddings.
+            token_type_ids: `[batch, length]` ids added through the word-embedding table (as in transformers).
+            position_ids: `[batch, length]`; defaults to `0..length-1` for every row.
+            lengths: `[batch]` number of leading tokens to attend to, when no `attention_mask` is given. With
+                neither, the count of non-pad tokens of each row is used.
+            inputs_embeds: Word embeddings `[batch, length, emb_dim]` to use instead of looking up `input_ids`.
+            output_hidden_states: Also return the embeddings output and every layer's output.
+            output_attentions: Also return every layer's attention weights.
+            deterministic: Disable dropout. When false, `rngs` must have a `dropout` stream.
+            rngs: Random streams for dropout.
+
+        Returns:
+            A `BaseModelOutput`.
+        """
+        config = self.config
+        if input_ids is None and inputs_embeds is None:
+            raise ValueError("give input_ids or inputs_embeds")
+        batch, length = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]
+        if length > config.max_position_embeddings and position_ids is None:
+            raise ValueError(
+                f"input length {length} exceeds max_position_embeddings={config.max_position_embeddings}; "
+                "truncate the input"
+            )
+        for name, value in (
+            ("attention_mask", attention_mask),
+            ("langs", langs),
+            ("position_ids", position_ids),
+            ("token_type_ids", token_type_ids),
+        ):
+            if value is not None and value.shape != (batch, length):
+                raise ValueError(f"{name} has shape {value.shape}; expected (batch, length) = {(batch, length)}")
+        keys = self._dropout_keys(deterministic, rngs)
+
+        positions = jnp.arange(length)
+        if attention_mask is not None:
+            # The reference multiplies hidden states by the mask as given and attends where it is nonzero.
+            keep = attention_mask.astype(self.dtype)
+            attend = attention_mask != 0
+        else:
+            if lengths is None:
+                if input_ids is not None:
+                    lengths = jnp.sum(input_ids != config.pad_index, axis=1)
+                else:
+                    lengths = jnp.full((batch,), length)
+            attend = positions[None, :] < lengths[:, None]
+            keep = attend.astype(self.dtype)
+        if config.causal:
+            attend = (positions[None, :] <= positions[:, None])[None, None, :, :]  # [1, 1, T, S]
+        else:
+            attend = attend[:, None, None, :]  # [B, 1, 1, S]
+
+        if position_ids is None:
+            position_ids = positions[None, :]
+        x = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds.astype(self.dtype)
+        x = x + self.position_embeddings(position_ids)
+        if langs is not None and self.lang_embeddings is not None:
+            x = x + self.lang_embeddings(langs)
+        if token_type_ids is not None:
+            x = x + self.embeddings(token_type_ids)
+        x = self.layer_norm_emb(x)
+        x = dropout(x, config.dropout, keys[0] if keys is not None else None)
+        x = x * keep[..., None]
+
+        embedded = x
+        x, layer_states, layer_weights = self._run_layers(
+            x, attend, keep, keys[1] if keys is not None else None, output_hidden_states, output_attentions
+        )
+        return BaseModelOutput(
+            last_hidden_state=x,
+            hidden_states=(embedded, *layer_states) if output_hidden_states else None,
+            attentions=tuple(layer_weights) if output_attentions else None,
+        )
+
+    def _dropout_keys(self, deterministic: bool, rngs: nnx.Rngs | None) -> jax.Array | None:
+        """Two keys (embeddings, layers) when dropout is on, else None."""
+        if deterministic or (self.config.dropout == 0 and self.config.attention_dropout == 0):
+            return None
+        if rngs is None:
+            raise ValueError("deterministic=False needs rngs with a 'dropout' stream, e.g. rngs=nnx.Rngs(dropout=0)")
+        return jax.random.split(rngs.dropout(), 2)
+
+    def _run_layers(
+        self,
+        x: jax.Array,  # [B, T, D]
+        attend: jax.Array,  # [B, 1, 1, S] or [1, 1, T, S]
+        keep: jax.Array,  # [B, T]
+        key: jax.Array | None,
+        output_hidden_states: bool,
+        output_attentions: bool,
+    ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+        """Runs every layer with `nnx.scan`; returns the output and, when asked, the stacked per-layer outputs
+        `[L, B, T, D]` and attention weights `[L, B, N, T, S]`."""
+        layer_keys = None if key is None else jax.random.split(key, self.config.n_layers)
+        if isinstance(self.attentions, nnx.List):  # per-layer weights, see `xlm_flax.model.stack`
+            return run_unstacked(
+                self,
+                x,
+                attend,
+                keep,
+                layer_keys,
+                rate=self.config.dropout,
+                output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
+            )
+        graphdef, state = nnx.split((self.attentions, self.layer_norm1, self.ffns, self.layer_norm2))
+        return _layer_stack(
+            graphdef,
+            state,
+            x,
+            attend,
+            keep,
+            layer_keys,
+            rate=self.config.dropout,
+            unroll=1 if self.scan_layers else self.config.n_layers,
+            remat=self.remat,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+
+
+__all__ = ["XLMModel"]

@@ -1,0 +1,121 @@
+"""Placing parameters on a mesh by their logical axes: shardings, sharded loading and sharded initialisation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from xlm_flax.model.layers import LOGICAL_AXES
+from xlm_flax.sharding.rules import DATA, Rules, _divisible_spec, logical_to_spec
+
+
+def variable_sharding(variable: nnx.Variable, mesh: Mesh, rules: Rules | None = None) -> NamedSharding:
+    """The `NamedSharding` of one variable (abstract or concrete) by its logical axes and `rules`.
+
+    Variables without logical axes, and dimensions the mesh axis does not divide, are replicated.
+
+    Args:
+        variable: The variable.
+        mesh: The mesh.
+        rules: Overrides of `DEFAULT_RULES`.
+    """
+    axes = variable.get_metadata().get(LOGICAL_AXES)
+    if axes is None:
+        return NamedSharding(mesh, PartitionSpec())
+    return NamedSharding(mesh, _divisible_spec(logical_to_spec(axes, rules, mesh), variable.shape, mesh))
+
+
+def parameter_shardings(model_or_state: nnx.Module | nnx.State, mesh: Mesh, rules: Rules | None = None) -> nnx.State:
+    """A state of `NamedSharding`s, one per variable of `model_or_state` (works on abstract models too).
+
+    Args:
+        model_or_state: A model, or its state, concrete or from `nnx.eval_shape`.
+        mesh: The mesh.
+        rules: Overrides of `DEFAULT_RULES`.
+
+    Returns:
+        A state of the same structure with a `NamedSharding` in place of every variable.
+    """
+    state = nnx.state(model_or_state) if isinstance(model_or_state, nnx.Module) else model_or_state
+    return jax.tree.map(
+        lambda v: variable_sharding(v, mesh, rules), state, is_leaf=lambda x: isinstance(x, nnx.Variable)
+    )
+
+
+def shard_model(model: nnx.Module, mesh: Mesh, rules: Rules | None = None) -> nnx.Module:
+    """Places every parameter of `model` on `mesh` by its logical axes and `rules` (default `DEFAULT_RULES`).
+
+    Args:
+        model: The model; updated in place.
+        mesh: The mesh.
+        rules: Overrides of `DEFAULT_RULES`.
+
+    Returns:
+        `model`.
+    """
+    state = nnx.state(model)
+    nnx.update(model, jax.device_put(state, parameter_shardings(state, mesh, rules)))
+    return model
+
+
+def sharded_placer(
+    abstract_state: nnx.State, mesh: Mesh, rules: Rules | None = None
+) -> Callable[[str, np.ndarray], jax.Array]:
+    """A `placer` for `xlm_flax.checkpoints.load_pretrained` that puts each tensor, as it is read, straight into its
+    sharding: every device receives only its own slice, and in multi-host runs every process fills only its own
+    devices (each process reads the same checkpoint).
+
+    Args:
+        abstract_state: The model's state from `nnx.eval_shape` (gives each parameter's logical axes).
+        mesh: The mesh.
+        rules: Overrides of `DEFAULT_RULES`.
+
+    Returns:
+        A function `(flat_name, host_array) -> jax.Array`.
+    """
+    shardings = {
+        ".".join(str(p) for p in path): variable_sharding(variable, mesh, rules)
+        for path, variable in nnx.to_flat_state(abstract_state)
+    }
+
+    def place(name: str, value: np.ndarray) -> jax.Array:
+        return jax.make_array_from_callback(value.shape, shardings[name], lambda index: value[index])
+
+    return place
+
+
+def init_sharded(factory: Callable[[], nnx.Module], mesh: Mesh, rules: Rules | None = None) -> nnx.Module:
+    """Builds a freshly initialised model directly in its shardings: no device ever holds a whole sharded weight.
+
+    `nnx.eval_shape` gives the parameters' shapes and logical axes, from which the shardings follow; the constructor
+    then runs under `jax.jit` with those `out_shardings`, so XLA computes each shard where it lives.
+
+    Args:
+        factory: Builds the model, e.g. `lambda: XLMModel(config, rngs=nnx.Rngs(0))`.
+        mesh: The mesh.
+        rules: Overrides of `DEFAULT_RULES`.
+
+    Returns:
+        The model, its parameters sharded over `mesh`.
+    """
+    graphdef, abstract_state = nnx.split(nnx.eval_shape(factory))
+    shardings = parameter_shardings(abstract_state, mesh, rules)
+    state = jax.jit(lambda: nnx.state(factory()), out_shardings=shardings)()
+    return nnx.merge(graphdef, state)
+
+
+def data_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    """Sharding of a batch array `[batch, ...]`: split over `data`, the rest replicated.
+
+    Args:
+        mesh: The mesh.
+        ndim: Rank of the array.
+    """
+    return NamedSharding(mesh, PartitionSpec(DATA, *([None] * (ndim - 1))))
+
+
+__all__ = ["data_sharding", "init_sharded", "parameter_shardings", "shard_model", "sharded_placer", "variable_sharding"]
