@@ -22,6 +22,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import InputError, MissingFileError
+from xlm_flax.model.heads.classification import XLMForSequenceClassification
+from xlm_flax.model.lm_head import XLMWithLMHeadModel
 from xlm_flax.sharding.mesh import make_mesh
 from xlm_flax.sharding.placement import parameter_shardings
 from xlm_flax.sharding.rules import DATA
@@ -34,17 +36,8 @@ logger = logging.getLogger(__name__)
 
 
 def _model_class(objective: str) -> type:
-    if objective != "classification":
-        from xlm_flax.model.lm_head import XLMWithLMHeadModel
-
-        return XLMWithLMHeadModel
-    try:
-        from xlm_flax.model.heads.classification import XLMForSequenceClassification
-    except ImportError:
-        raise InputError(
-            "objective='classification' needs xlm_flax.XLMForSequenceClassification, which this installation lacks"
-        ) from None
-    return XLMForSequenceClassification
+    """The model class an objective trains: the LM head for MLM/TLM/CLM, the sequence classifier otherwise."""
+    return XLMForSequenceClassification if objective == "classification" else XLMWithLMHeadModel
 
 
 class Trainer:
