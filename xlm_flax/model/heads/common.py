@@ -121,6 +121,7 @@ class _HeadModel(PretrainedMixin, nnx.Module):
         """Raises ConfigError for a config the head cannot take; nothing to refuse by default."""
 
     def _build_head(self, config: XLMConfig, *, dtype: jnp.dtype, param_dtype: jnp.dtype, rngs: nnx.Rngs) -> None:
+        """Builds the head's layers, in the encoder's dtypes; every head defines it."""
         raise NotImplementedError
 
     def _encoder_inputs(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
