@@ -366,3 +366,80 @@ def test_fresh_head_with_another_num_labels(base_sources):
     model = XLMForSequenceClassification.from_pretrained(sources["lm"], config=config)
     assert model.sequence_summary.summary.kernel.shape == (30, 7)
     assert "sequence_summary.summary.kernel" in model.fresh_parameters
+
+
+# ----------------------------------------------------------------------- one calling convention (XLMModel's inputs)
+
+ALL_MODELS = [*HEAD_PARAMETERS, XLMWithLMHeadModel]
+_FIRST_OUTPUT = {XLMForQuestionAnswering: "start_top_log_probs", XLMForQuestionAnsweringSimple: "start_logits"}
+
+
+def _tiny(cls, **options):
+    config = XLMConfig(vocab_size=41, emb_dim=30, n_layers=2, n_heads=5, num_labels=2, n_langs=3, dropout=0.3)
+    return cls(config, rngs=nnx.Rngs(0), **options)
+
+
+def _tiny_inputs(cls):
+    ids, mask, langs = random_inputs(XLMConfig(vocab_size=41, n_langs=3), length=7)
+    if cls is XLMForMultipleChoice:  # two choices
+        ids, mask, langs = (np.stack([x, x[::-1]], axis=1) for x in (ids, mask, langs))
+    return jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(langs)
+
+
+def _first(cls, out) -> np.ndarray:
+    return np.asarray(getattr(out, _FIRST_OUTPUT.get(cls, "logits")))
+
+
+@pytest.mark.parametrize("cls", ALL_MODELS, ids=lambda c: c.__name__)
+def test_encoder_inputs_by_position_or_by_name(cls):
+    """transformers' convention: the encoder's inputs by position (`model(ids, mask, langs)`) or by name, the
+    same outputs; the encoder's keywords (`output_hidden_states`, `deterministic`, `rngs`) reach it."""
+    model = _tiny(cls)
+    ids, mask, langs = _tiny_inputs(cls)
+    by_position = model(ids, mask, langs)
+    by_name = model(input_ids=ids, attention_mask=mask, langs=langs, output_hidden_states=True)
+    np.testing.assert_array_equal(_first(cls, by_position), _first(cls, by_name))
+    assert by_position.hidden_states is None and len(by_name.hidden_states) == 3
+    without_langs = model(ids, mask)
+    assert not np.array_equal(_first(cls, without_langs), _first(cls, by_position))  # langs really was used
+    dropped = model(ids, mask, langs, deterministic=False, rngs=nnx.Rngs(dropout=1))
+    again = model(ids, mask, langs, deterministic=False, rngs=nnx.Rngs(dropout=1))
+    np.testing.assert_array_equal(_first(cls, dropped), _first(cls, again))
+    assert not np.allclose(_first(cls, dropped), _first(cls, by_position))
+    with pytest.raises(ValueError, match="rngs"):
+        model(ids, mask, deterministic=False)
+
+
+@pytest.mark.parametrize("cls", ALL_MODELS, ids=lambda c: c.__name__)
+def test_unknown_arguments_are_refused_by_name(cls):
+    model = _tiny(cls)
+    ids, mask, _ = _tiny_inputs(cls)
+    with pytest.raises(TypeError, match=rf"{cls.__name__}: .*'atention_mask'.*attention_mask"):
+        model(ids, atention_mask=mask)
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        model(ids, mask, None, None, None, None, None)
+    with pytest.raises(TypeError, match="'scan_layer'"):
+        _tiny(cls, scan_layer=False)
+
+
+def test_head_only_arguments_are_not_passed_to_other_heads():
+    model = _tiny(XLMForTokenClassification)
+    ids, mask, _ = _tiny_inputs(XLMForTokenClassification)
+    with pytest.raises(TypeError, match="'cls_index'"):
+        model(ids, mask, cls_index=jnp.zeros((3,), jnp.int32))
+
+
+@pytest.mark.parametrize("cls", ALL_MODELS, ids=lambda c: c.__name__)
+def test_encoder_options_reach_the_encoder_and_the_head(cls):
+    model = _tiny(cls, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, scan_layers=False, remat=True)
+    encoder = model.transformer
+    assert (encoder.dtype, encoder.param_dtype, encoder.scan_layers, encoder.remat) == (
+        jnp.bfloat16,
+        jnp.bfloat16,
+        False,
+        True,
+    )
+    dtypes = {v.dtype for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    assert dtypes == {jnp.dtype(jnp.bfloat16)}  # the head's parameters too
+    out = model(*_tiny_inputs(cls)[:2])
+    assert _first(cls, out).dtype == np.float32  # logits stay float32

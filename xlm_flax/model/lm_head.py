@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from xlm_flax.config import XLMConfig
-from xlm_flax.model.encoder import XLMModel
+from xlm_flax.model.heads.common import _HeadModel
 from xlm_flax.model.initializers import _normal
 from xlm_flax.model.layers import Dense, DTypeLike, param
-from xlm_flax.model.losses import masked_lm_loss
+from xlm_flax.model.losses import cross_entropy
 from xlm_flax.model.outputs import MaskedLMOutput
-from xlm_flax.model.pretrained import PretrainedMixin
 
 
 class XLMPredLayer(nnx.Module):
@@ -68,89 +69,37 @@ class _Bias(nnx.Module):
         self.bias = param(jnp.zeros((features,), param_dtype), ("vocab",))
 
 
-class XLMWithLMHeadModel(PretrainedMixin, nnx.Module):
-    """XLM encoder plus the language-model head (transformers' `XLMWithLMHeadModel`).
-
-    Args:
-        config: The model's hyper-parameters.
-        rngs: Random streams for parameter initialisation.
-        dtype: Compute dtype; logits are float32 whatever it is.
-        param_dtype: Storage dtype of the parameters.
-        scan_layers: See `XLMModel`.
-        remat: See `XLMModel`.
+class XLMWithLMHeadModel(_HeadModel):
+    """XLM encoder plus the language-model head (transformers' `XLMWithLMHeadModel`). Built as
+    `XLMWithLMHeadModel(config, rngs=rngs, **options)` with the encoder's options (see `_HeadModel`); logits are
+    float32 whatever the compute dtype.
     """
 
     architecture = "XLMWithLMHeadModel"
 
-    def __init__(
-        self,
-        config: XLMConfig,
-        *,
-        rngs: nnx.Rngs,
-        dtype: DTypeLike = jnp.float32,
-        param_dtype: DTypeLike = jnp.float32,
-        scan_layers: bool = True,
-        remat: bool = False,
-    ):
-        self.config = config
-        self.transformer = XLMModel(
-            config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, scan_layers=scan_layers, remat=remat
-        )
-        self.pred_layer = XLMPredLayer(config, dtype=self.transformer.dtype, param_dtype=param_dtype, rngs=rngs)
+    def _build_head(self, config: XLMConfig, **layer: Any) -> None:
+        self.pred_layer = XLMPredLayer(config, **layer)
 
     def __call__(
         self,
-        input_ids: jax.Array | None = None,  # [batch, length]
-        attention_mask: jax.Array | None = None,  # [batch, length]
-        langs: jax.Array | None = None,  # [batch, length]
-        token_type_ids: jax.Array | None = None,  # [batch, length]
-        position_ids: jax.Array | None = None,  # [batch, length]
-        lengths: jax.Array | None = None,  # [batch]
-        *,
+        *args: Any,
         labels: jax.Array | None = None,  # [batch, length], -100 where no loss is wanted
-        inputs_embeds: jax.Array | None = None,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-        deterministic: bool = True,
-        rngs: nnx.Rngs | None = None,
+        **kwargs: Any,
     ) -> MaskedLMOutput:
-        """Encodes a batch and predicts every position's token.
-
-        Args are those of `XLMModel.__call__`, plus `labels`: when given, `loss` is the mean cross-entropy over
-        positions whose label is not -100.
+        """Encodes a batch and predicts every position's token; with `labels`, `loss` is the mean cross-entropy over
+        positions whose label is not -100 (the MLM loss).
 
         Args:
-            input_ids: Token ids `[batch, length]`.
-            attention_mask: `[batch, length]`, nonzero on tokens.
-            langs: Language id of every token `[batch, length]` (models with language embeddings).
-            token_type_ids: `[batch, length]` ids added through the word-embedding table.
-            position_ids: `[batch, length]`; defaults to `0..length-1`.
-            lengths: `[batch]` tokens to attend to, when no `attention_mask` is given.
-            labels: `[batch, length]` token ids to predict; -100 is ignored (the MLM loss).
-            inputs_embeds: Word embeddings `[batch, length, emb_dim]` instead of `input_ids`.
-            output_hidden_states: Also return the embeddings output and every layer's output.
-            output_attentions: Also return every layer's attention weights.
-            deterministic: Disable dropout; when false, `rngs` must have a `dropout` stream.
-            rngs: Random streams for dropout.
+            *args: The encoder's inputs by position, as `XLMModel.__call__` takes them (`input_ids`, ...).
+            labels: `[batch, length]` token ids to predict; -100 is ignored.
+            **kwargs: The encoder's arguments by name (`XLMModel.__call__`).
 
         Returns:
             A `MaskedLMOutput` with float32 `logits [batch, length, vocab]`.
         """
-        out = self.transformer(
-            input_ids,
-            attention_mask,
-            langs,
-            token_type_ids,
-            position_ids,
-            lengths,
-            inputs_embeds=inputs_embeds,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            deterministic=deterministic,
-            rngs=rngs,
-        )
+        out = self._encode(self._encoder_inputs(args, kwargs))
         logits = self.pred_layer(out.last_hidden_state, self.transformer.embeddings.embedding[...])
-        loss = masked_lm_loss(logits, labels) if labels is not None else None
+        loss = cross_entropy(logits, labels) if labels is not None else None
         return MaskedLMOutput(logits=logits, loss=loss, hidden_states=out.hidden_states, attentions=out.attentions)
 
 

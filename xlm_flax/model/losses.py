@@ -1,54 +1,80 @@
-"""Losses of the models, equal to PyTorch's (`CrossEntropyLoss` with `ignore_index`, `BCEWithLogitsLoss`,
-`MSELoss`)."""
+"""Losses of the models with PyTorch's semantics (`CrossEntropyLoss` with `ignore_index`, `BCEWithLogitsLoss`,
+`MSELoss`, all with mean reduction), on optax's element-wise losses and always in float32."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
+
+from xlm_flax.errors import InputError
+
+# The label of positions without loss: PyTorch's default `ignore_index`, which the MLM, CLM and token labels use.
+IGNORE_INDEX = -100
 
 
-def masked_lm_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean cross-entropy of `logits [..., vocab]` against `labels [...]`, skipping labels equal to -100
-    (PyTorch's `cross_entropy` with its default `ignore_index`).
+def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int | jax.Array = IGNORE_INDEX) -> jax.Array:
+    """Mean softmax cross-entropy of `logits [..., classes]` against integer `labels [...]` over the labels that
+    are not `ignore_index`: PyTorch's `cross_entropy`, NaN when every label is ignored, as there.
 
-    Args:
-        logits: `[batch, length, vocab]` float32.
-        labels: `[batch, length]` ids; -100 is ignored.
-    """
-    valid = labels != -100
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    picked = jnp.take_along_axis(log_probs, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
-    return -jnp.sum(jnp.where(valid, picked, 0.0)) / jnp.sum(valid)
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int | jax.Array = -100) -> jax.Array:
-    """Mean cross-entropy of `logits [n, classes]` against integer `labels [n]`, skipping `ignore_index`
-    (PyTorch's `CrossEntropyLoss`; NaN when every label is ignored, as there).
+    The one cross-entropy of the package: the MLM loss (`[batch, length, vocab]` logits), the token, sequence,
+    multiple-choice and SQuAD losses and the QA-simple loss (which ignores the input length) all use it.
 
     Args:
-        logits: `[n, classes]`.
-        labels: `[n]` class ids.
-        ignore_index: Label value to skip.
+        logits: `[..., classes]` unnormalised scores; the loss is computed in float32.
+        labels: `[...]` integer class ids.
+        ignore_index: Label value that contributes no loss.
+
+    Raises:
+        InputError: for labels that are not integers or do not match the logits' leading shape.
     """
+    logits, labels = jnp.asarray(logits, jnp.float32), jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise InputError(f"cross-entropy labels have dtype {labels.dtype}; give integer class ids")
+    if labels.shape != logits.shape[:-1]:
+        raise InputError(
+            f"labels have shape {labels.shape}; expected the logits' shape without classes, {logits.shape[:-1]}"
+        )
     valid = labels != ignore_index
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    picked = jnp.take_along_axis(log_probs, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
-    return -jnp.sum(jnp.where(valid, picked, 0.0)) / jnp.sum(valid)
+    # optax wants every label inside [0, classes): ignored ones become 0 here and their loss is masked out below.
+    per_label = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(valid, labels, 0))
+    return jnp.sum(jnp.where(valid, per_label, 0.0)) / jnp.sum(valid)
 
 
 def binary_cross_entropy_with_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Mean binary cross-entropy on logits, in the overflow-free form PyTorch's `BCEWithLogitsLoss` uses.
+    """Mean binary cross-entropy on logits (PyTorch's `BCEWithLogitsLoss`), in float32.
 
     Args:
         logits: Logits of any shape.
-        targets: Targets in [0, 1], same shape.
+        targets: Targets in [0, 1], the logits' shape.
+
+    Raises:
+        InputError: when the shapes differ (PyTorch refuses them too).
     """
-    x, y = logits.astype(jnp.float32), targets.astype(jnp.float32)
-    return jnp.mean(jnp.maximum(x, 0.0) - x * y + jnp.log1p(jnp.exp(-jnp.abs(x))))
+    logits, targets = _same_shape(logits, targets)
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets))
 
 
-def _mean_squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
-    return jnp.mean(jnp.square(predictions.astype(jnp.float32) - targets.astype(jnp.float32)))
+def mean_squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
+    """Mean squared error (PyTorch's `MSELoss`), in float32.
+
+    Args:
+        predictions: Predictions of any shape.
+        targets: Targets, the predictions' shape.
+
+    Raises:
+        InputError: when the shapes differ (PyTorch would broadcast them, warning that the result is likely wrong).
+    """
+    predictions, targets = _same_shape(predictions, targets)
+    return jnp.mean(optax.squared_error(predictions, targets))
 
 
-__all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "masked_lm_loss"]
+def _same_shape(outputs: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Both as float32 arrays, after checking that their shapes agree."""
+    outputs, targets = jnp.asarray(outputs, jnp.float32), jnp.asarray(targets, jnp.float32)
+    if outputs.shape != targets.shape:
+        raise InputError(f"labels have shape {targets.shape}; give them the shape of the outputs, {outputs.shape}")
+    return outputs, targets
+
+
+__all__ = ["IGNORE_INDEX", "binary_cross_entropy_with_logits", "cross_entropy", "mean_squared_error"]

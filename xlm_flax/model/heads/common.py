@@ -1,10 +1,13 @@
-"""What the task heads share: the encoder under `transformer`, dense layers, dropout keys, activations."""
+"""What the models on the encoder share: the encoder under `transformer` and the one way its inputs reach it
+(`_HeadModel`), dense layers, dropout keys, activations."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +18,7 @@ from xlm_flax.errors import InputError
 from xlm_flax.model.encoder import XLMModel
 from xlm_flax.model.initializers import _normal
 from xlm_flax.model.layers import Dense, param
+from xlm_flax.model.outputs import BaseModelOutput
 from xlm_flax.model.pretrained import PretrainedMixin
 
 logger = logging.getLogger("xlm_flax")
@@ -79,30 +83,73 @@ def _check_positions(name: str, value: jax.Array | None, batch: int) -> jax.Arra
     return value
 
 
+# `XLMModel.__call__`'s parameters without `self`: the one declaration of the encoder's inputs, which every head
+# forwards and binds by name (`_HeadModel._encoder_inputs`).
+_ENCODER_CALL = inspect.signature(XLMModel.__call__)
+_ENCODER_CALL = _ENCODER_CALL.replace(parameters=tuple(_ENCODER_CALL.parameters.values())[1:])
+
+
 class _HeadModel(PretrainedMixin, nnx.Module):
-    """Shared constructor part: the encoder under `transformer`, as in every transformers head model."""
+    """The XLM encoder, under `transformer` as in every transformers head model, and a head on top of it.
 
-    def _build_encoder(self, config, rngs, dtype, param_dtype, scan_layers, remat) -> None:
+    The encoder's constructor options and call arguments are declared and documented once, on `XLMModel`. A head
+    forwards them (`XLMForX(config, rngs=rngs, **options)`, `model(*args, labels=..., **kwargs)`) and declares only
+    its own: `_check_config` refuses a config before anything is built, `_build_head` builds its layers, and its
+    `__call__` takes the head-only arguments (labels, positions) by keyword.
+    """
+
+    def __init__(self, config: XLMConfig, *, rngs: nnx.Rngs, **options: Any):
+        """Builds the encoder, then the head.
+
+        Args:
+            config: The model's hyper-parameters, the head's own fields (`num_labels`, `summary_*`, ...) included.
+            rngs: Random streams for parameter initialisation (`params`).
+            **options: The encoder's options, as `XLMModel` documents them (`dtype`, `param_dtype`, `scan_layers`,
+                `remat`, ...). The head computes in the same dtypes; its logits and losses are float32.
+
+        Raises:
+            ConfigError: for a config this head cannot take, before anything is built.
+            TypeError: for an option `XLMModel` does not take.
+        """
+        self._check_config(config)
         self.config = config
-        self.transformer = XLMModel(
-            config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, scan_layers=scan_layers, remat=remat
-        )
+        self.transformer = XLMModel(config, rngs=rngs, **options)
+        self._build_head(config, dtype=self.transformer.dtype, param_dtype=self.transformer.param_dtype, rngs=rngs)
 
-    def _encode(self, inputs: dict, output_hidden_states, output_attentions, deterministic, rngs):
-        # `inputs` is the caller's `locals()`: its encoder arguments under their own names.
-        return self.transformer(
-            inputs["input_ids"],
-            inputs["attention_mask"],
-            inputs["langs"],
-            inputs["token_type_ids"],
-            inputs["position_ids"],
-            inputs["lengths"],
-            inputs_embeds=inputs["inputs_embeds"],
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            deterministic=deterministic,
-            rngs=rngs,
-        )
+    @classmethod
+    def _check_config(cls, config: XLMConfig) -> None:
+        """Raises ConfigError for a config the head cannot take; nothing to refuse by default."""
+
+    def _build_head(self, config: XLMConfig, *, dtype: jnp.dtype, param_dtype: jnp.dtype, rngs: nnx.Rngs) -> None:
+        """Builds the head's layers, in the encoder's dtypes; every head defines it."""
+        raise NotImplementedError
+
+    def _encoder_inputs(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The encoder's arguments by name with its defaults filled in, bound as `XLMModel.__call__` binds them.
+
+        Heads read them by name where they need them (dropout's `deterministic` and `rngs`, the input length) or
+        change them (multiple choice flattens its choices) before `_encode`.
+
+        Raises:
+            TypeError: naming an argument that neither this head nor the encoder takes.
+        """
+        try:
+            bound = _ENCODER_CALL.bind(*args, **kwargs)
+        except TypeError as error:
+            head = list(inspect.signature(type(self).__call__).parameters.values())[1:]  # without self
+            kinds = [(p.name, p.kind) for p in (*_ENCODER_CALL.parameters.values(), *head)]
+            by_position = [name for name, kind in kinds if kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+            by_name = [name for name, kind in kinds if kind is inspect.Parameter.KEYWORD_ONLY]
+            raise TypeError(
+                f"{type(self).__name__}: {error}; it takes {', '.join(by_position)} by position or name and "
+                f"{', '.join(by_name)} by name (see XLMModel.__call__ and {type(self).__name__}.__call__)"
+            ) from None
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def _encode(self, inputs: dict[str, Any]) -> BaseModelOutput:
+        """Runs the encoder on the arguments `_encoder_inputs` bound."""
+        return self.transformer(**inputs)
 
 
 __all__ = ["ACTIVATIONS"]
