@@ -33,16 +33,10 @@ from xlm_flax.checkpoints.files import atomic_directory
 from xlm_flax.checkpoints.sources import TensorSource, torch_to_numpy
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import CheckpointError, ConfigError, InputError
+from xlm_flax.tokens import N_SPECIAL_TOKENS, SPECIAL_INDICES
 
-# The original code's fixed values: positions table size, LayerNorm epsilon, and the dictionary's special words
-# (<s> </s> <pad> <unk> <special0>..<special9>, the mask being <special1>).
-N_SPECIAL_WORDS = 14
-
-
+# The original code's fixed LayerNorm epsilon (its special words are `xlm_flax.tokens.SPECIAL_TOKENS`).
 ORIGINAL_LAYER_NORM_EPS = 1e-12
-
-
-DEFAULT_SPECIAL_INDICES = dict(bos_index=0, eos_index=1, pad_index=2, unk_index=3, mask_index=5)
 
 
 def original_safe_globals() -> list:
@@ -188,7 +182,7 @@ def original_config(checkpoint: OriginalCheckpoint) -> XLMConfig:
         raise CheckpointError(
             f"{checkpoint.path}: the vocabulary has {len(checkpoint.id2word)} words but the embeddings {vocab_size} rows"
         )
-    specials = {k: int(_param(params, k, default=v)) for k, v in DEFAULT_SPECIAL_INDICES.items()}
+    specials = {k: int(_param(params, k, default=v)) for k, v in SPECIAL_INDICES.items()}
     return XLMConfig(
         vocab_size=int(vocab_size),
         emb_dim=int(emb_dim),
@@ -268,7 +262,7 @@ def bpe_vocabulary(id2word: Mapping[int, str]) -> dict[str, int]:
     vocab: dict[str, int] = {}
     for i in sorted(id2word):
         word = id2word[i]
-        token = word if i < N_SPECIAL_WORDS else (word.replace("@@", "") if "@@" in word else word + "</w>")
+        token = word if i < N_SPECIAL_TOKENS else (word.replace("@@", "") if "@@" in word else word + "</w>")
         if token in vocab:
             raise CheckpointError(f"vocabulary words {vocab[token]} and {i} both become the token {token!r}")
         vocab[token] = i
@@ -419,8 +413,6 @@ def is_original_checkpoint(path: str | os.PathLike) -> bool:
 
 
 __all__ = [
-    "DEFAULT_SPECIAL_INDICES",
-    "N_SPECIAL_WORDS",
     "ORIGINAL_LAYER_NORM_EPS",
     "OriginalCheckpoint",
     "OriginalConversionReport",

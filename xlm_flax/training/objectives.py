@@ -21,11 +21,9 @@ import numpy as np
 
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import InputError
+from xlm_flax.tokens import IGNORE_INDEX, N_SPECIAL_TOKENS
 
-IGNORE_INDEX = -100  # label of positions without loss (PyTorch's cross_entropy default)
-
-
-XLM_N_SPECIAL = 14  # <s>, </s>, <pad>, <unk>, <special0>..<special9>: ids 0..13 in every XLM vocabulary
+XLM_N_SPECIAL = N_SPECIAL_TOKENS  # <s>, </s>, <pad>, <unk>, <special0>..<special9>: ids 0..13 in every XLM vocabulary
 
 
 def special_ids(config: XLMConfig, n_special: int = XLM_N_SPECIAL) -> tuple[int, ...]:
