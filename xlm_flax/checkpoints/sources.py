@@ -64,6 +64,15 @@ class TensorSource:
         """
         raise NotImplementedError
 
+    def read_slice(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+        """Reads `tensor[index]` of `name` into a new NumPy array (sources that can, read only those bytes).
+
+        Args:
+            name: Tensor name.
+            index: A tuple of slices, one per dimension (a device's shard).
+        """
+        return self.read(name)[index]
+
     def close(self) -> None:
         """Releases what the source holds open."""
 
@@ -112,6 +121,15 @@ class SafetensorsSource(TensorSource):
             name: Tensor name.
         """
         return self._readers[name].read(name)
+
+    def read_slice(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+        """Reads `tensor[index]` of `name`, reading only the pages of the file that hold it.
+
+        Args:
+            name: Tensor name.
+            index: A tuple of slices, one per dimension (a device's shard).
+        """
+        return self._readers[name].read_slice(name, index)
 
 
 class TorchFileSource(TensorSource):
@@ -216,11 +234,16 @@ def open_weights(path_or_hub_id: str | os.PathLike) -> TensorSource:
         return SafetensorsSource([single], "flax" if native else "torch")
     index = resolve_file(path_or_hub_id, WEIGHTS_INDEX_NAME, required=False)
     if index is not None:
-        with open(index, encoding="utf-8") as f:
-            weight_map = json.load(f).get("weight_map", {})
+        try:
+            with open(index, encoding="utf-8") as f:
+                weight_map = json.load(f).get("weight_map", {})
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:  # AttributeError: not an object
+            raise CheckpointError(f"{index} is not a JSON object with a weight_map ({e}); download it again") from e
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{index}: weight_map is not an object of file names; download it again")
         shards = sorted(set(weight_map.values()))
         if not shards:
-            raise CheckpointError(f"{index} lists no shards")
+            raise CheckpointError(f"{index} lists no shards; download it again")
         return SafetensorsSource([resolve_file(path_or_hub_id, shard) for shard in shards], "torch")
     torch_file = resolve_file(path_or_hub_id, TORCH_WEIGHTS_NAME, required=False)
     if torch_file is not None:
