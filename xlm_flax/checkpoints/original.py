@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from xlm_flax.checkpoints.files import atomic_directory
-from xlm_flax.checkpoints.sources import TensorSource, torch_to_numpy
+from xlm_flax.checkpoints.report import CheckpointReport
+from xlm_flax.checkpoints.sources import ArraySource, torch_to_numpy
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import CheckpointError, ConfigError, InputError
 from xlm_flax.tokens import N_SPECIAL_TOKENS, SPECIAL_INDICES
@@ -205,28 +206,6 @@ def original_config(checkpoint: OriginalCheckpoint) -> XLMConfig:
     )
 
 
-class _ArraySource(TensorSource):
-    """In-memory arrays under transformers' names, for `LoadPlan`."""
-
-    kind = "torch"
-
-    def __init__(self, arrays: dict[str, np.ndarray], description: str):
-        self._arrays = arrays
-        self.description = description
-
-    def names(self) -> list[str]:
-        return list(self._arrays)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._arrays[name].shape)
-
-    def dtype(self, name: str) -> np.dtype:
-        return self._arrays[name].dtype
-
-    def read(self, name: str) -> np.ndarray:
-        return self._arrays[name]
-
-
 def transformers_state(checkpoint: OriginalCheckpoint, config: XLMConfig) -> tuple[str, dict[str, np.ndarray]]:
     """The architecture (`XLMWithLMHeadModel` when the file has a prediction layer, else `XLMModel`) and the tensors
     under transformers' names. A tied prediction weight must equal the word embeddings and is dropped.
@@ -326,25 +305,6 @@ def write_tokenizer_files(
     return ["vocab.json", "merges.txt", "tokenizer_config.json"]
 
 
-@dataclasses.dataclass
-class OriginalConversionReport:
-    """What `convert_original` wrote.
-
-    Attributes:
-        destination: The directory written.
-        architecture: `XLMWithLMHeadModel` or `XLMModel`.
-        n_tensors: Tensors written.
-        n_parameters: Parameters written.
-        tokenizer_files: Tokenizer files written (none without a codes file).
-    """
-
-    destination: str
-    architecture: str
-    n_tensors: int
-    n_parameters: int
-    tokenizer_files: list[str]
-
-
 def convert_original(
     source: str | os.PathLike,
     destination: str | os.PathLike,
@@ -354,7 +314,7 @@ def convert_original(
     force: bool = False,
     lowercase: bool = True,
     log: Callable[[str], Any] = lambda message: None,
-) -> OriginalConversionReport:
+) -> CheckpointReport:
     """Converts an original facebookresearch/XLM `.pth` checkpoint into a native checkpoint directory.
 
     Args:
@@ -368,7 +328,7 @@ def convert_original(
         log: Called with progress lines.
 
     Returns:
-        An `OriginalConversionReport`.
+        A `CheckpointReport` (format `"flax"`).
 
     Raises:
         CheckpointError, ConfigError, InputError: see `read_original_checkpoint`, `original_config`,
@@ -382,25 +342,17 @@ def convert_original(
     checkpoint = read_original_checkpoint(source)
     config = original_config(checkpoint)
     architecture, arrays = transformers_state(checkpoint, config)
-    tensors = _ArraySource(arrays, checkpoint.path)
+    tensors = ArraySource(arrays, "torch", checkpoint.path)
     weights = plan_native_weights(tensors, architecture, config, out_dtype)
-    specs = weights.specs
-
     with atomic_directory(destination, force=force) as tmp:
-        log(f"converting original {architecture} from {checkpoint.path}: {len(specs)} tensors, storage {dtype}")
+        log(f"converting original {architecture} from {checkpoint.path}: {len(weights.specs)} tensors, storage {dtype}")
         weights.write(tmp)
         written = []
         if merges is not None:
             written = write_tokenizer_files(tmp, checkpoint.id2word, merges, config, lowercase=lowercase)
         else:
             log("no --codes given: tokenizer files not written (XLMTokenizer needs the model's BPE codes)")
-    return OriginalConversionReport(
-        destination=os.fspath(destination),
-        architecture=architecture,
-        n_tensors=len(specs),
-        n_parameters=int(sum(np.prod(shape) for _, shape, _ in specs)),
-        tokenizer_files=written,
-    )
+    return CheckpointReport.of(os.fspath(destination), architecture, "flax", weights.specs, written)
 
 
 def is_original_checkpoint(path: str | os.PathLike) -> bool:
@@ -415,7 +367,6 @@ def is_original_checkpoint(path: str | os.PathLike) -> bool:
 __all__ = [
     "ORIGINAL_LAYER_NORM_EPS",
     "OriginalCheckpoint",
-    "OriginalConversionReport",
     "bpe_vocabulary",
     "convert_original",
     "is_original_checkpoint",

@@ -241,7 +241,8 @@ class SafetensorsReader:
 
         Args:
             name: Tensor name.
-            index: A tuple of slices, e.g. a device's shard as `jax.make_array_from_callback` gives it.
+            index: A tuple of slices over the leading dimensions, e.g. a device's shard as
+                `jax.make_array_from_callback` gives it.
 
         Raises:
             CheckpointError: the file was cut short since it was opened.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ml_dtypes
@@ -69,12 +70,73 @@ class TensorSource:
 
         Args:
             name: Tensor name.
-            index: A tuple of slices, one per dimension (a device's shard).
+            index: A tuple of slices over the leading dimensions (a device's shard, or one layer).
         """
         return self.read(name)[index]
 
     def close(self) -> None:
         """Releases what the source holds open."""
+
+
+class ArraySource(TensorSource):
+    """Named arrays already in memory (a model's parameters, an original checkpoint's state) as a `TensorSource`.
+
+    Args:
+        arrays: Name -> array (NumPy, or `jax.Array` with `to_host`).
+        kind: `"flax"` (native names) or `"torch"` (transformers names).
+        description: What the arrays are, for messages.
+        to_host: Brings an array (or a slice of it) to the host as NumPy; multi-host arrays need a gather, which
+            every process must then take part in.
+    """
+
+    def __init__(
+        self,
+        arrays: Mapping[str, Any],
+        kind: str,
+        description: str,
+        to_host: Callable[[Any], np.ndarray] = np.asarray,
+    ):
+        self._arrays = arrays
+        self.kind = kind
+        self.description = description
+        self._to_host = to_host
+
+    def names(self) -> list[str]:
+        """Every tensor name."""
+        return list(self._arrays)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Shape of `name`.
+
+        Args:
+            name: Tensor name.
+        """
+        return tuple(self._arrays[name].shape)
+
+    def dtype(self, name: str) -> np.dtype:
+        """NumPy dtype of `name`.
+
+        Args:
+            name: Tensor name.
+        """
+        return np.dtype(self._arrays[name].dtype)
+
+    def read(self, name: str) -> np.ndarray:
+        """`name` as a host array.
+
+        Args:
+            name: Tensor name.
+        """
+        return self._to_host(self._arrays[name])
+
+    def read_slice(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+        """`name[index]` as a host array; a device array is sliced before it is brought to the host.
+
+        Args:
+            name: Tensor name.
+            index: A tuple of slices over the leading dimensions.
+        """
+        return self._to_host(self._arrays[name][index])
 
 
 class SafetensorsSource(TensorSource):
@@ -127,7 +189,7 @@ class SafetensorsSource(TensorSource):
 
         Args:
             name: Tensor name.
-            index: A tuple of slices, one per dimension (a device's shard).
+            index: A tuple of slices over the leading dimensions (a device's shard, or one layer).
         """
         return self._readers[name].read_slice(name, index)
 
@@ -254,4 +316,4 @@ def open_weights(path_or_hub_id: str | os.PathLike) -> TensorSource:
     )
 
 
-__all__ = ["SafetensorsSource", "TensorSource", "TorchFileSource", "open_weights", "torch_to_numpy"]
+__all__ = ["ArraySource", "SafetensorsSource", "TensorSource", "TorchFileSource", "open_weights", "torch_to_numpy"]

@@ -75,7 +75,8 @@ def sharded_placer(
         rules: Overrides of `DEFAULT_RULES`.
 
     Returns:
-        A function `(flat_name, host_array) -> jax.Array`.
+        A function `(flat_name, value) -> jax.Array`, where `value` is a host array or a lazy tensor with `shape`
+        whose `value[index]` reads only that slice (`xlm_flax.checkpoints.plan.TensorSlices`).
     """
     shardings = {
         ".".join(str(p) for p in path): variable_sharding(variable, mesh, rules)
@@ -83,7 +84,17 @@ def sharded_placer(
     }
 
     def place(name: str, value: np.ndarray) -> jax.Array:
-        return jax.make_array_from_callback(value.shape, shardings[name], lambda index: value[index])
+        # JAX asks once per local device; devices holding the same slice (replicated axes) share one read, so a
+        # lazy tensor reads each distinct slice from disk once.
+        read: dict[tuple, np.ndarray] = {}
+
+        def slice_of(index: tuple[slice, ...]) -> np.ndarray:
+            key = tuple((s.start, s.stop, s.step) for s in index)
+            if key not in read:
+                read[key] = np.asarray(value[index])
+            return read[key]
+
+        return jax.make_array_from_callback(tuple(value.shape), shardings[name], slice_of)
 
     return place
 
