@@ -56,8 +56,11 @@ def torch_tensors(
         lists them, and `produce(name)`, which reads and rearranges one of them (for `write_safetensors`).
 
     Raises:
+        InputError: `source` is not native.
         TensorMismatchError: `source` lacks some of `targets`, holds others, or holds them in other shapes.
     """
+    if source.kind != "flax":
+        raise InputError(f"{source.description} holds transformers' names already; the exporter takes native tensors")
     plan = LoadPlan(source, architecture, config, dict(targets))
     plan.check(missing_ok=False, unused_ok=False)
     specs: list[TensorSpec] = []
