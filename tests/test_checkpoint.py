@@ -421,3 +421,62 @@ def test_loading_peak_memory_is_about_one_copy(medium, lm, tmp_path):
     # the whole file first would add one to two more copies.
     assert measured["kept"] > 0.9 * n_bytes  # the measurement sees the model
     assert measured["peak_extra"] < 1.75 * n_bytes, (measured, n_bytes)
+
+
+# ------------------------------------------------------------------------------------------ sharded loading by slices
+
+
+def test_sharded_load_of_a_native_checkpoint_reads_each_shard_once(lm, tmp_path, monkeypatch):
+    from xlm_flax import make_mesh
+    from xlm_flax.checkpoints.safetensors_io import SafetensorsReader
+
+    directory, _, _ = lm
+    XLMWithLMHeadModel.from_pretrained(directory).save_pretrained(tmp_path / "native")
+    reference = _params(XLMWithLMHeadModel.from_pretrained(tmp_path / "native"))
+    whole, sliced = [], []
+    real_read, real_slice = SafetensorsReader.read, SafetensorsReader.read_slice
+
+    def spy_read(self, name):
+        whole.append(name)
+        return real_read(self, name)
+
+    def spy_slice(self, name, index):
+        sliced.append((name, tuple((s.start, s.stop) for s in index)))
+        return real_slice(self, name, index)
+
+    monkeypatch.setattr(SafetensorsReader, "read", spy_read)
+    monkeypatch.setattr(SafetensorsReader, "read_slice", spy_slice)
+    model = XLMWithLMHeadModel.from_pretrained(tmp_path / "native", mesh=make_mesh(data=4, model=2))
+    assert whole == []  # no tensor is read whole
+    for name, expected in reference.items():
+        np.testing.assert_array_equal(_params(model)[name], expected, err_msg=name)
+        slices = [index for n, index in sliced if n == name]
+        # One read per distinct shard (the four data-parallel replicas share it), together covering the tensor once.
+        assert len(slices) == len(set(slices)), (name, slices)
+        sizes = [
+            int(np.prod([(stop or d) - (start or 0) for (start, stop), d in zip(i, expected.shape)])) for i in slices
+        ]
+        assert sum(sizes) == expected.size, (name, slices)
+    # ffns.lin1.kernel [layers, embed 30, mlp 120]: its hidden units split over the model axis, read as two halves.
+    halves = sorted(index[2] for n, index in sliced if n == "transformer.ffns.lin1.kernel")
+    assert halves == [(0, 60), (60, 120)], halves
+
+
+def test_mismatch_error_keeps_what_was_found(base, lm, tmp_path):
+    from xlm_flax.checkpoints.plan import TensorMismatchError
+
+    with pytest.raises(TensorMismatchError) as info:
+        XLMWithLMHeadModel.from_pretrained(base[0], strict=True)
+    assert info.value.missing_head == ("pred_layer.proj.bias",)
+    assert info.value.missing_encoder == () and info.value.mismatched == () and info.value.unexpected == ()
+
+    def damage(t):
+        t["transformer.ffns.2.lin1.bias"] = np.zeros(7, np.float32)
+        del t["transformer.attentions.1.k_lin.weight"]
+
+    _rewrite(lm[0], tmp_path / "bad", damage)
+    with pytest.raises(TensorMismatchError) as info:
+        XLMWithLMHeadModel.from_pretrained(tmp_path / "bad", strict=True)
+    assert info.value.missing_head == ()
+    assert info.value.missing_encoder == ("transformer.attentions.1.k_lin.weight",)
+    assert [m.split(":")[0] for m in info.value.mismatched] == ["transformer.ffns.2.lin1.bias"]

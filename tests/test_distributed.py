@@ -136,3 +136,48 @@ def test_initialize_single_process_and_bad_settings(monkeypatch):
     monkeypatch.setenv(distributed.ENV_NUM_PROCESSES, "2")
     with pytest.raises(InputError, match="process_id=2"):
         distributed.initialize(process_id=2)
+
+
+def test_initialize_decides_from_state_not_from_messages(monkeypatch):
+    import jax
+
+    from xlm_flax.sharding import multihost
+
+    for name in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES, distributed.ENV_PROCESS_ID):
+        monkeypatch.delenv(name, raising=False)
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: calls.append((a, k)))
+    # Nothing given and no cluster: a single process, without asking JAX to connect anything.
+    monkeypatch.setattr(multihost, "_cluster_detected", lambda method: False)
+    assert distributed.initialize().process_count == 1 and calls == []
+    # A cluster, or explicit settings, once this process has used JAX (this test session has): refused up front.
+    jax.devices()
+    monkeypatch.setattr(multihost, "_cluster_detected", lambda method: True)
+    for kwargs in ({}, dict(coordinator_address="127.0.0.1:1", num_processes=2, process_id=0)):
+        with pytest.raises(InputError, match="before anything else uses JAX"):
+            distributed.initialize(**kwargs)
+    assert calls == []
+    # Before any backend starts, the settings reach JAX; its refusal of them becomes an InputError.
+    monkeypatch.setattr(multihost, "_backends_initialized", lambda: False)
+
+    def refuse(*args, **kwargs):
+        raise ValueError("Number of processes must be defined.")
+
+    monkeypatch.setattr(jax.distributed, "initialize", refuse)
+    with pytest.raises(InputError, match="JAX_NUM_PROCESSES"):
+        distributed.initialize(coordinator_address="127.0.0.1:1")
+
+
+def test_cluster_detection_sees_the_environment(monkeypatch):
+    from xlm_flax.sharding import multihost
+
+    for name in ("SLURM_JOB_ID", "OMPI_MCA_orte_hnp_uri", "KUBERNETES_SERVICE_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    assert not multihost._cluster_detected("deactivate")
+    assert not multihost._cluster_detected("slurm")
+    slurm = dict(SLURM_JOB_ID="1", SLURM_STEP_NODELIST="n1", SLURM_NTASKS="2", SLURM_PROCID="0", SLURM_LOCALID="0")
+    for name, value in slurm.items():
+        monkeypatch.setenv(name, value)
+    assert multihost._cluster_detected("slurm") and multihost._cluster_detected(None)
+    __import__("jax").devices()
+    assert multihost._backends_initialized()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import jax.numpy as jnp
 import numpy as np
@@ -123,3 +124,45 @@ def test_cli_export_refuses_a_transformers_directory(native_squad, tmp_path, cap
     source, _, _ = native_squad
     assert main(["export", source, str(tmp_path / "x")]) == 2
     assert "already a transformers checkpoint" in capsys.readouterr().err
+
+
+def test_export_refuses_tensors_that_do_not_fit_listing_each(native_squad, tmp_path):
+    from safetensors.numpy import save_file
+
+    from xlm_flax.checkpoints.export import export_checkpoint
+    from xlm_flax.checkpoints.plan import TensorMismatchError
+
+    _, native, _ = native_squad
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(os.path.join(native, "config.json"), bad / "config.json")
+    tensors = load_file(os.path.join(native, "model.safetensors"))
+    del tensors["qa_outputs.start_logits.dense.bias"]
+    tensors["transformer.bogus"] = np.zeros(3, np.float32)
+    tensors["transformer.ffns.lin1.bias"] = tensors["transformer.ffns.lin1.bias"][:2]  # 2 layers where 3 are wanted
+    save_file(tensors, str(bad / "model.safetensors"), metadata={"format": "flax", "library": "xlm_flax"})
+    with pytest.raises(TensorMismatchError) as info:
+        export_checkpoint(bad, tmp_path / "out")
+    message = str(info.value)
+    for name in ("qa_outputs.start_logits.dense.bias", "transformer.bogus", "transformer.ffns.lin1.bias"):
+        assert name in message, name
+    assert info.value.missing_head == ("qa_outputs.start_logits.dense.bias",)
+    assert info.value.unexpected == ("transformer.bogus",)
+    assert "[2, 120]" in message and "[3, 120]" in message  # the checkpoint's shape and the one the config wants
+    assert not (tmp_path / "out").exists()
+
+
+def test_convert_and_export_report_the_same_way(native_squad, tmp_path, capsys):
+    source, native, torch_model = native_squad
+    n_parameters = sum(a.size for a in load_file(os.path.join(source, "model.safetensors")).values())
+    capsys.readouterr()
+    assert main(["convert", source, str(tmp_path / "native")]) == 0
+    converted = capsys.readouterr().out.strip()
+    assert main(["export", native, str(tmp_path / "pt")]) == 0
+    exported = capsys.readouterr().out.strip()
+    for line, kind, n_tensors in (
+        (converted, "native", len(load_file(os.path.join(native, "model.safetensors")))),
+        (exported, "transformers", len(load_file(os.path.join(source, "model.safetensors")))),
+    ):
+        assert line.startswith("wrote ") and f": {kind} XLMForQuestionAnswering, {n_tensors} tensors, " in line, line
+        assert f"{n_parameters:,} parameters (float32), tokenizer files: vocab.json, merges.txt" in line, line

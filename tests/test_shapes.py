@@ -12,7 +12,8 @@ import transformers
 from flax import nnx
 
 from xlm_flax import XLMConfig, XLMModel, XLMWithLMHeadModel
-from xlm_flax.checkpoints.names import is_ignored_torch_name, model_rules, tied_torch_names
+from xlm_flax.checkpoints.names import is_ignored_torch_name
+from xlm_flax.checkpoints.registry import model_rules, tied_torch_names
 
 # name: (vocab_size, emb_dim, n_layers, n_heads, n_langs, use_lang_emb), from each hub config.json.
 PUBLIC = {

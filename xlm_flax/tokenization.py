@@ -16,6 +16,7 @@ from typing import Any
 from xlm_flax.checkpoints.hub import resolve_file
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import DependencyError, InputError, MissingFileError
+from xlm_flax.tokens import SPECIAL_TOKENS
 
 logger = logging.getLogger("xlm_flax")
 
@@ -28,9 +29,6 @@ MERGES_FILE = "merges.txt"
 
 # Read when present; transformers writes the first, older hub repositories may have the others.
 OPTIONAL_TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
-
-
-SPECIAL_TOKENS = ("<s>", "</s>", "<pad>", "<unk>", *(f"<special{i}>" for i in range(10)))
 
 
 def load_tokenizer(path_or_hub_id: str | os.PathLike) -> Any:

@@ -23,57 +23,26 @@ from xlm_flax.checkpoints.files import (
     copy_tokenizer_files,
     write_config,
 )
-from xlm_flax.checkpoints.plan import LoadPlan, abstract_model
-from xlm_flax.checkpoints.registry import MODEL_CLASSES
+from xlm_flax.checkpoints.plan import LoadPlan, abstract_model, flat_targets
+from xlm_flax.checkpoints.registry import architecture_of, model_class
+from xlm_flax.checkpoints.report import CheckpointReport
 from xlm_flax.checkpoints.safetensors_io import write_safetensors
 from xlm_flax.checkpoints.sources import TensorSource, open_weights
 from xlm_flax.config import XLMConfig
-from xlm_flax.errors import CheckpointError, InputError
+from xlm_flax.errors import InputError
 
 STORAGE_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype("bfloat16"), "float16": np.dtype(np.float16)}
 
 
-@dataclasses.dataclass
-class ConversionReport:
-    """What a conversion did.
-
-    Attributes:
-        destination: The directory written.
-        architecture: transformers class name of the converted model.
-        n_tensors: Tensors written.
-        n_parameters: Parameters written.
-        tokenizer_files: Tokenizer files copied.
-        max_abs_diff: Largest difference against the PyTorch model, when verified.
-    """
-
-    destination: str
-    architecture: str
-    n_tensors: int
-    n_parameters: int
-    tokenizer_files: list[str]
-    max_abs_diff: dict[str, float] | None = None
-
-
 def infer_architecture(config: XLMConfig, source: TensorSource) -> str:
-    """The model class of a checkpoint: the config's `architectures` entry when we know it, else from the names.
+    """The model class of a checkpoint: the config's `architectures` entry when we know it, else from the names
+    (`xlm_flax.checkpoints.registry.architecture_of`).
 
     Args:
         config: The checkpoint's config.
         source: Its tensors.
     """
-    for name in config.architectures:
-        if name in MODEL_CLASSES:
-            return name
-    if config.architectures:
-        raise CheckpointError(
-            f"config architectures {list(config.architectures)} are not supported; known: {', '.join(MODEL_CLASSES)}"
-        )
-    names = source.names()
-    if any(n.startswith("pred_layer.") for n in names):
-        return "XLMWithLMHeadModel"
-    if not any(n.startswith("transformer.") for n in names):
-        return "XLMModel"
-    raise CheckpointError("cannot tell which head this checkpoint has: add an 'architectures' entry to config.json")
+    return architecture_of(config, source.names())
 
 
 def storage_dtype(name: str) -> np.dtype:
@@ -106,13 +75,14 @@ class NativeWeights:
     plan: LoadPlan
 
     def write(self, directory: str) -> None:
-        """Writes `model.safetensors` (tensor by tensor) and `config.json` into `directory`."""
+        """Writes `model.safetensors` (tensor by tensor) and `config.json` into `directory`.
+
+        Args:
+            directory: Where to write them.
+        """
 
         def produce(name: str) -> np.ndarray:
-            rule = self.plan.found[name][0]
-            shape = self.plan.targets[name].shape
-            per_layer = shape[1:] if rule is not None and rule.n_layers else shape
-            return self.plan.read(name, tuple(per_layer), self.dtype)
+            return self.plan.read(name, self.dtype)
 
         write_safetensors(os.path.join(directory, WEIGHTS_NAME), self.specs, produce, NATIVE_METADATA)
         write_config(directory, self.config, self.architecture, self.dtype)
@@ -123,7 +93,7 @@ def plan_native_weights(tensors: TensorSource, architecture: str, config: XLMCon
 
     Args:
         tensors: The source tensors (transformers names).
-        architecture: A key of `xlm_flax.checkpoints.registry.MODEL_CLASSES`.
+        architecture: A key of `xlm_flax.checkpoints.registry.ARCHITECTURES`.
         config: The model's config.
         dtype: Storage dtype of the output.
 
@@ -132,9 +102,8 @@ def plan_native_weights(tensors: TensorSource, architecture: str, config: XLMCon
     """
     from flax import nnx
 
-    abstract = abstract_model(MODEL_CLASSES[architecture], config, param_dtype=dtype)
-    _, state = nnx.split(abstract)
-    targets = {".".join(map(str, path)): variable for path, variable in nnx.to_flat_state(state)}
+    _, state = nnx.split(abstract_model(model_class(architecture), config, param_dtype=dtype))
+    targets = flat_targets(state)
     plan = LoadPlan(tensors, architecture, config, targets)
     plan.check(missing_ok=False, unused_ok=False)  # a converted checkpoint must be complete and exact
     specs = [(name, tuple(v.shape), dtype) for name, v in targets.items()]
@@ -149,7 +118,7 @@ def convert_checkpoint(
     force: bool = False,
     verify: bool = False,
     log: Callable[[str], Any] = lambda message: None,
-) -> ConversionReport:
+) -> CheckpointReport:
     """Converts a transformers XLM checkpoint into a native checkpoint directory.
 
     Args:
@@ -163,7 +132,7 @@ def convert_checkpoint(
         log: Called with progress lines.
 
     Returns:
-        A `ConversionReport`.
+        A `CheckpointReport` (format `"flax"`).
 
     Raises:
         CheckpointError: missing, unexpected or mis-shaped tensors (all listed), or a failed verification.
@@ -180,18 +149,10 @@ def convert_checkpoint(
         architecture = infer_architecture(config, tensors)
         weights = plan_native_weights(tensors, architecture, config, out_dtype)
         log(f"converting {architecture} from {tensors.description}: {len(weights.specs)} tensors, storage {dtype}")
-        specs = weights.specs
-
         with atomic_directory(destination, force=force) as tmp:
             weights.write(tmp)
             copied = copy_tokenizer_files(source, tmp)
-            report = ConversionReport(
-                destination=os.fspath(destination),
-                architecture=architecture,
-                n_tensors=len(specs),
-                n_parameters=int(sum(np.prod(shape) for _, shape, _ in specs)),
-                tokenizer_files=copied,
-            )
+            report = CheckpointReport.of(os.fspath(destination), architecture, "flax", weights.specs, copied)
             if verify:
                 tensors.close()
                 from xlm_flax.checkpoints.verify import check_against_transformers
@@ -203,7 +164,6 @@ def convert_checkpoint(
 
 
 __all__ = [
-    "ConversionReport",
     "NativeWeights",
     "STORAGE_DTYPES",
     "convert_checkpoint",

@@ -1,44 +1,87 @@
-"""`xlm-flax export`: a native checkpoint directory back to a transformers (PyTorch) directory.
+"""The one exporter to transformers: native (Flax-named) tensors -> transformers' tensors, through the name table.
 
-The inverse of `xlm-flax convert`, streamed the same way: no model is built, each stacked Flax tensor is read once
-and split into transformers' per-layer tensors through the table in `xlm_flax.checkpoints.names`, and the output is written
-into a temporary directory renamed into place at the end. Tied weights (the LM head's `pred_layer.proj.weight`) are
-not written, as transformers does not write them; the tokenizer files are copied. For a model in memory,
-`model.save_pretrained(dir, format="pytorch")` writes the same files.
+`torch_tensors` is used both by `save_pretrained(format="pytorch")` (a model's parameters in memory, possibly sharded
+over several hosts) and by `export_checkpoint` / `xlm-flax export` (a native directory on disk). It checks the
+source against the model's parameters with `LoadPlan` (missing, unexpected and mis-shaped tensors, all listed), then
+produces one transformers tensor at a time: each layer of a stacked Flax tensor is read as a slice (from disk, only
+that layer's bytes) and rearranged by its rule. Tied weights (the LM head's `pred_layer.proj.weight`) are not
+written, as transformers does not write them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+from flax import nnx
 
 from xlm_flax.checkpoints.files import WEIGHTS_NAME, atomic_directory, copy_tokenizer_files, write_config
-from xlm_flax.checkpoints.names import Rule, model_rules
+from xlm_flax.checkpoints.names import Rule
+from xlm_flax.checkpoints.plan import LoadPlan, abstract_model, flat_targets
+from xlm_flax.checkpoints.registry import architecture_of, model_class, model_rules
+from xlm_flax.checkpoints.report import CheckpointReport
 from xlm_flax.checkpoints.safetensors_io import write_safetensors
-from xlm_flax.checkpoints.sources import open_weights
+from xlm_flax.checkpoints.sources import TensorSource, open_weights
 from xlm_flax.config import XLMConfig
-from xlm_flax.errors import CheckpointError, InputError
+from xlm_flax.errors import InputError
+
+# The metadata transformers writes into its safetensors files.
+TORCH_METADATA = {"format": "pt"}
 
 
-@dataclasses.dataclass
-class ExportReport:
-    """What an export wrote.
+TensorSpec = tuple[str, tuple[int, ...], np.dtype]
 
-    Attributes:
-        destination: The directory written.
-        architecture: transformers class name (the one to load it with).
-        n_tensors: Tensors written.
-        tokenizer_files: Tokenizer files copied.
+
+def torch_tensors(
+    source: TensorSource,
+    architecture: str,
+    config: XLMConfig,
+    targets: Mapping[str, Any],
+    dtype: np.dtype | None = None,
+) -> tuple[list[TensorSpec], Callable[[str], np.ndarray]]:
+    """Plans transformers' tensors from native ones: their specs, and a function producing each on demand.
+
+    Args:
+        source: Native tensors (`kind == "flax"`): a checkpoint on disk, or a model's parameters (`ArraySource`).
+        architecture: transformers class name of the model.
+        config: The model's config.
+        targets: Flat Flax path -> anything with the `shape` of that parameter (abstract variables or arrays):
+            what `source` must hold exactly.
+        dtype: Storage dtype of the output; None keeps each tensor's own.
+
+    Returns:
+        `(specs, produce)`: `(transformers name, shape, dtype)` of every tensor in the order transformers' name table
+        lists them, and `produce(name)`, which reads and rearranges one of them (for `write_safetensors`).
+
+    Raises:
+        InputError: `source` is not native.
+        TensorMismatchError: `source` lacks some of `targets`, holds others, or holds them in other shapes.
     """
+    if source.kind != "flax":
+        raise InputError(f"{source.description} holds transformers' names already; the exporter takes native tensors")
+    plan = LoadPlan(source, architecture, config, dict(targets))
+    plan.check(missing_ok=False, unused_ok=False)
+    specs: list[TensorSpec] = []
+    plans: dict[str, tuple[Rule, str, int, np.dtype]] = {}
+    for rule in model_rules(architecture, config):
+        name = plan.found[rule.flax_path][1][0]
+        shape = tuple(source.shape(name))
+        out_dtype = np.dtype(source.dtype(name)) if dtype is None else np.dtype(dtype)
+        for layer, torch_name in enumerate(rule.torch_names):
+            specs.append((torch_name, rule.torch_shape(shape), out_dtype))
+            plans[torch_name] = (rule, name, layer, out_dtype)
 
-    destination: str
-    architecture: str
-    n_tensors: int
-    tokenizer_files: list[str]
+    def produce(torch_name: str) -> np.ndarray:
+        rule, name, layer, out_dtype = plans[torch_name]
+        if rule.n_layers:
+            array = source.read_slice(name, (slice(layer, layer + 1),))[0]  # one layer of the stacked tensor
+        else:
+            array = source.read(name)
+        return np.ascontiguousarray(rule.layout.to_torch(array)).astype(out_dtype, copy=False)
+
+    return specs, produce
 
 
 def export_checkpoint(
@@ -47,9 +90,9 @@ def export_checkpoint(
     *,
     force: bool = False,
     log: Callable[[str], Any] = lambda message: None,
-) -> ExportReport:
+) -> CheckpointReport:
     """Writes a transformers directory (`config.json`, `model.safetensors` with transformers' names, tokenizer files)
-    from a native checkpoint directory.
+    from a native checkpoint directory, streamed tensor by tensor.
 
     Args:
         source: A directory written by `save_pretrained` or `xlm-flax convert` (native layout).
@@ -58,12 +101,12 @@ def export_checkpoint(
         log: Called with progress lines.
 
     Returns:
-        An `ExportReport`.
+        A `CheckpointReport` (format `"pytorch"`).
 
     Raises:
         InputError: `source` is already a transformers checkpoint, or `destination` is in the way.
-        CheckpointError: the source's tensors do not match its config's architecture (missing, unexpected or
-            mis-shaped tensors, all listed).
+        CheckpointError: the config names no architecture this package has, or the source's tensors do not match
+            it (missing, unexpected or mis-shaped tensors, all listed).
     """
     source = os.fspath(source)
     config = XLMConfig.from_pretrained(source)
@@ -71,65 +114,17 @@ def export_checkpoint(
     try:
         if tensors.kind != "flax":
             raise InputError(f"{source} is already a transformers checkpoint; export takes a native directory")
-        architecture = _architecture(config)
-        rules = model_rules(architecture, config)
-        names = set(tensors.names())
-        missing = [r.flax_path for r in rules if r.flax_path not in names]
-        unexpected = sorted(names - {r.flax_path for r in rules})
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{tensors.description} does not hold a {architecture}: "
-                + "; ".join(
-                    part
-                    for part in (
-                        f"missing {', '.join(missing)}" if missing else "",
-                        f"unexpected {', '.join(unexpected)}" if unexpected else "",
-                    )
-                    if part
-                )
-            )
-        specs: list[tuple[str, tuple[int, ...], np.dtype]] = []
-        by_name: dict[str, tuple[Rule, int]] = {}
-        for rule in rules:
-            shape = tuple(tensors.shape(rule.flax_path))
-            if rule.n_layers and (not shape or shape[0] != rule.n_layers):
-                raise CheckpointError(
-                    f"{rule.flax_path}: shape {list(shape)} does not stack n_layers={rule.n_layers} layers"
-                )
-            torch_shape = rule.layout.torch_shape(shape[1:] if rule.n_layers else shape)
-            for i, name in enumerate(rule.torch_names):
-                specs.append((name, tuple(torch_shape), np.dtype(tensors.dtype(rule.flax_path))))
-                by_name[name] = (rule, i)
-        cached: dict[str, np.ndarray] = {}
-
-        def produce(name: str) -> np.ndarray:
-            rule, i = by_name[name]
-            if rule.flax_path not in cached:
-                cached.clear()  # rules list each stacked tensor's layers together: keep only the current one
-                cached[rule.flax_path] = tensors.read(rule.flax_path)
-            array = cached[rule.flax_path]
-            return np.ascontiguousarray(rule.layout.to_torch(array[i] if rule.n_layers else array))
-
+        architecture = architecture_of(config)
+        _, abstract_state = nnx.split(abstract_model(model_class(architecture), config))
+        specs, produce = torch_tensors(tensors, architecture, config, flat_targets(abstract_state))
         with atomic_directory(destination, force=force) as tmp:
             log(f"exporting {architecture} from {tensors.description}: {len(specs)} tensors")
-            write_safetensors(os.path.join(tmp, WEIGHTS_NAME), specs, produce, {"format": "pt"})
+            write_safetensors(os.path.join(tmp, WEIGHTS_NAME), specs, produce, TORCH_METADATA)
             write_config(tmp, config, architecture, specs[0][2] if specs else None)
             copied = copy_tokenizer_files(source, tmp)
     finally:
         tensors.close()
-    return ExportReport(os.fspath(destination), architecture, len(specs), copied)
+    return CheckpointReport.of(os.fspath(destination), architecture, "pytorch", specs, copied)
 
 
-def _architecture(config: XLMConfig) -> str:
-    from xlm_flax.checkpoints.registry import MODEL_CLASSES
-
-    for name in config.architectures:
-        if name in MODEL_CLASSES:
-            return name
-    raise CheckpointError(
-        f"config architectures {list(config.architectures)} name no model this package has; "
-        f"expected one of {', '.join(MODEL_CLASSES)}"
-    )
-
-
-__all__ = ["ExportReport", "export_checkpoint"]
+__all__ = ["TORCH_METADATA", "export_checkpoint", "torch_tensors"]

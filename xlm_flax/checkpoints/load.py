@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from xlm_flax.checkpoints.plan import LoadPlan, _flax_name, abstract_model
+from xlm_flax.checkpoints.plan import LoadPlan, _flax_name, abstract_model, flat_targets
 from xlm_flax.checkpoints.sources import TensorSource, open_weights
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import InputError
@@ -62,7 +62,8 @@ def load_pretrained(
         param_dtype: Storage dtype of the parameters; None keeps the checkpoint's (float32 for transformers files).
         placer: Places each converted host array (e.g. with a sharding); defaults to the default device.
         mesh: Load the parameters sharded over this mesh (`xlm_flax.make_mesh`): each tensor goes straight into its
-            `NamedSharding` as it is read, so no device ever holds a whole sharded weight. Not with `placer`.
+            `NamedSharding` as it is read, so no device ever holds a whole sharded weight; from a native checkpoint
+            each process reads only the slices its devices hold. Not with `placer`.
         rules: Overrides of `xlm_flax.DEFAULT_RULES` for `mesh`.
         strict: Refuse checkpoints that lack some of the model's tensors instead of initialising them fresh.
         seed: Seed for tensors that are initialised fresh (a head on top of a base checkpoint).
@@ -110,8 +111,7 @@ def _load_into(
     if mesh is not None:
         placer = sharded_placer(abstract_state, mesh, rules)
     flat = list(nnx.to_flat_state(abstract_state))
-    targets = {_flax_name(path): variable for path, variable in flat}
-    plan = LoadPlan(source, cls.architecture, config, targets)
+    plan = LoadPlan(source, cls.architecture, config, flat_targets(abstract_state))
     plan.check(missing_ok=not strict, unused_ok=True)
     if plan.missing_new:
         logger.warning(
@@ -128,10 +128,12 @@ def _load_into(
         name = _flax_name(path)
         if name in fresh:
             array = placer(name, np.asarray(fresh.pop(name)))
+        elif mesh is not None and plan.sliceable(name):
+            # Native tensors are read slice by slice as the sharded placer asks: each process reads only the parts
+            # its own devices hold, never the whole of a sharded weight.
+            array = placer(name, plan.slices(name, np.dtype(variable.dtype)))
         else:
-            rule = plan.found[name][0]
-            per_layer = variable.shape[1:] if rule is not None and rule.n_layers else variable.shape
-            host = plan.read(name, tuple(per_layer), np.dtype(variable.dtype))
+            host = plan.read(name, np.dtype(variable.dtype))
             array = placer(name, host)
             del host  # drop the host copy before reading the next tensor
         values.append((path, variable.replace(value=array)))

@@ -3,8 +3,9 @@
 Each `Rule` pairs a transformers name (with `{layer}` for per-layer tensors) with a Flax path and a `Layout` that
 says how the tensor is rearranged. Per-layer tensors are stacked along a leading `layers` axis on the Flax side:
 `attentions.{layer}.q_lin.weight` for layers 0..L-1 becomes `attentions.q_lin.kernel[L, embed, heads, head_dim]`.
-Import (`from_pretrained`, `xlm-flax convert`) and export (`save_pretrained(format="pytorch")`) both read this table;
-nothing guesses names by probing a model.
+Import (`from_pretrained`, `xlm-flax convert`) and export (`save_pretrained(format="pytorch")`, `xlm-flax export`)
+all read this table; nothing guesses names by probing a model. This module builds the rules; which rules each model
+class has is the registry's (`xlm_flax.checkpoints.registry`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from collections.abc import Callable
 import numpy as np
 
 from xlm_flax.config import XLMConfig
+
+# Prefix of the encoder's tensors inside every head model, on both sides (`transformer.embeddings.weight`).
+ENCODER_PREFIX = "transformer."
+
 
 # Buffers that transformers (or older versions of it) saved in checkpoints but that are not parameters.
 IGNORED_TORCH_SUFFIXES = ("position_ids",)
@@ -94,6 +99,22 @@ class Rule:
     layout: Layout
     n_layers: int = 0
 
+    def per_layer(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of one layer of a Flax tensor of this rule: without its leading `layers` axis when stacked.
+
+        Args:
+            shape: The Flax tensor's shape.
+        """
+        return tuple(shape[1:]) if self.n_layers else tuple(shape)
+
+    def torch_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of each transformers tensor of this rule, from the Flax tensor's (stacked) shape.
+
+        Args:
+            shape: The Flax tensor's shape.
+        """
+        return tuple(self.layout.torch_shape(self.per_layer(shape)))
+
     @property
     def torch_names(self) -> list[str]:
         """Every transformers name this rule reads or writes, in layer order."""
@@ -150,16 +171,14 @@ def lm_head_rules(config: XLMConfig) -> list[Rule]:
     return rules
 
 
-def tied_torch_names(architecture: str, config: XLMConfig) -> set[str]:
-    """transformers names that duplicate another tensor (tied weights): accepted on import, not written on export.
+def lm_head_tied_names(config: XLMConfig) -> set[str]:
+    """`XLMWithLMHeadModel`'s transformers names that duplicate another tensor (the prediction matrix tied to the word
+    embeddings): accepted on import, not written on export.
 
     Args:
-        architecture: transformers class name.
         config: The model's config.
     """
-    if architecture == "XLMWithLMHeadModel" and config.tie_word_embeddings:
-        return {"pred_layer.proj.weight"}
-    return set()
+    return {"pred_layer.proj.weight"} if config.tie_word_embeddings else set()
 
 
 def _linear(torch_prefix: str, flax_prefix: str | None = None, *, bias: bool = True) -> list[Rule]:
@@ -227,35 +246,6 @@ def multiple_choice_rules(config: XLMConfig) -> list[Rule]:
     return sequence_summary_rules(config) + _linear("logits_proj")
 
 
-# Every head model's table: architecture name -> rules of the head's own tensors (the encoder's come from
-# `encoder_rules`, under `transformer.`).
-HEAD_RULES: dict[str, Callable[[XLMConfig], list[Rule]]] = {
-    "XLMWithLMHeadModel": lm_head_rules,
-    "XLMForSequenceClassification": sequence_summary_rules,
-    "XLMForTokenClassification": token_classification_rules,
-    "XLMForQuestionAnsweringSimple": question_answering_simple_rules,
-    "XLMForQuestionAnswering": question_answering_rules,
-    "XLMForMultipleChoice": multiple_choice_rules,
-}
-
-
-def model_rules(architecture: str, config: XLMConfig) -> list[Rule]:
-    """The full table of a model class, by transformers architecture name (`XLMModel`, `XLMWithLMHeadModel`, ...).
-
-    The bare encoder has unprefixed names; every head model nests the encoder under `transformer.` on both sides.
-
-    Args:
-        architecture: transformers class name.
-        config: The model's config.
-    """
-    if architecture == "XLMModel":
-        return encoder_rules(config)
-    if architecture not in HEAD_RULES:
-        known = ", ".join(["XLMModel", *sorted(HEAD_RULES)])
-        raise ValueError(f"unknown architecture {architecture!r}; known: {known}")
-    return encoder_rules(config, "transformer.", "transformer.") + HEAD_RULES[architecture](config)
-
-
 def is_ignored_torch_name(name: str) -> bool:
     """Whether a transformers checkpoint entry is a non-parameter buffer that conversion skips.
 
@@ -267,7 +257,7 @@ def is_ignored_torch_name(name: str) -> bool:
 
 __all__ = [
     "COPY",
-    "HEAD_RULES",
+    "ENCODER_PREFIX",
     "IGNORED_TORCH_SUFFIXES",
     "LINEAR",
     "Layout",
@@ -275,11 +265,10 @@ __all__ = [
     "encoder_rules",
     "is_ignored_torch_name",
     "lm_head_rules",
-    "model_rules",
+    "lm_head_tied_names",
     "multiple_choice_rules",
     "question_answering_rules",
     "question_answering_simple_rules",
     "sequence_summary_rules",
-    "tied_torch_names",
     "token_classification_rules",
 ]

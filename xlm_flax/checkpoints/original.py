@@ -30,19 +30,14 @@ from typing import Any
 import numpy as np
 
 from xlm_flax.checkpoints.files import atomic_directory
-from xlm_flax.checkpoints.sources import TensorSource, torch_to_numpy
+from xlm_flax.checkpoints.report import CheckpointReport
+from xlm_flax.checkpoints.sources import ArraySource, torch_to_numpy
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import CheckpointError, ConfigError, InputError
+from xlm_flax.tokens import N_SPECIAL_TOKENS, SPECIAL_INDICES
 
-# The original code's fixed values: positions table size, LayerNorm epsilon, and the dictionary's special words
-# (<s> </s> <pad> <unk> <special0>..<special9>, the mask being <special1>).
-N_SPECIAL_WORDS = 14
-
-
+# The original code's fixed LayerNorm epsilon (its special words are `xlm_flax.tokens.SPECIAL_TOKENS`).
 ORIGINAL_LAYER_NORM_EPS = 1e-12
-
-
-DEFAULT_SPECIAL_INDICES = dict(bos_index=0, eos_index=1, pad_index=2, unk_index=3, mask_index=5)
 
 
 def original_safe_globals() -> list:
@@ -188,7 +183,7 @@ def original_config(checkpoint: OriginalCheckpoint) -> XLMConfig:
         raise CheckpointError(
             f"{checkpoint.path}: the vocabulary has {len(checkpoint.id2word)} words but the embeddings {vocab_size} rows"
         )
-    specials = {k: int(_param(params, k, default=v)) for k, v in DEFAULT_SPECIAL_INDICES.items()}
+    specials = {k: int(_param(params, k, default=v)) for k, v in SPECIAL_INDICES.items()}
     return XLMConfig(
         vocab_size=int(vocab_size),
         emb_dim=int(emb_dim),
@@ -209,28 +204,6 @@ def original_config(checkpoint: OriginalCheckpoint) -> XLMConfig:
         tie_word_embeddings=bool(_param(params, "share_inout_emb", default=True)),
         **specials,
     )
-
-
-class _ArraySource(TensorSource):
-    """In-memory arrays under transformers' names, for `LoadPlan`."""
-
-    kind = "torch"
-
-    def __init__(self, arrays: dict[str, np.ndarray], description: str):
-        self._arrays = arrays
-        self.description = description
-
-    def names(self) -> list[str]:
-        return list(self._arrays)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._arrays[name].shape)
-
-    def dtype(self, name: str) -> np.dtype:
-        return self._arrays[name].dtype
-
-    def read(self, name: str) -> np.ndarray:
-        return self._arrays[name]
 
 
 def transformers_state(checkpoint: OriginalCheckpoint, config: XLMConfig) -> tuple[str, dict[str, np.ndarray]]:
@@ -268,7 +241,7 @@ def bpe_vocabulary(id2word: Mapping[int, str]) -> dict[str, int]:
     vocab: dict[str, int] = {}
     for i in sorted(id2word):
         word = id2word[i]
-        token = word if i < N_SPECIAL_WORDS else (word.replace("@@", "") if "@@" in word else word + "</w>")
+        token = word if i < N_SPECIAL_TOKENS else (word.replace("@@", "") if "@@" in word else word + "</w>")
         if token in vocab:
             raise CheckpointError(f"vocabulary words {vocab[token]} and {i} both become the token {token!r}")
         vocab[token] = i
@@ -332,25 +305,6 @@ def write_tokenizer_files(
     return ["vocab.json", "merges.txt", "tokenizer_config.json"]
 
 
-@dataclasses.dataclass
-class OriginalConversionReport:
-    """What `convert_original` wrote.
-
-    Attributes:
-        destination: The directory written.
-        architecture: `XLMWithLMHeadModel` or `XLMModel`.
-        n_tensors: Tensors written.
-        n_parameters: Parameters written.
-        tokenizer_files: Tokenizer files written (none without a codes file).
-    """
-
-    destination: str
-    architecture: str
-    n_tensors: int
-    n_parameters: int
-    tokenizer_files: list[str]
-
-
 def convert_original(
     source: str | os.PathLike,
     destination: str | os.PathLike,
@@ -360,7 +314,7 @@ def convert_original(
     force: bool = False,
     lowercase: bool = True,
     log: Callable[[str], Any] = lambda message: None,
-) -> OriginalConversionReport:
+) -> CheckpointReport:
     """Converts an original facebookresearch/XLM `.pth` checkpoint into a native checkpoint directory.
 
     Args:
@@ -374,7 +328,7 @@ def convert_original(
         log: Called with progress lines.
 
     Returns:
-        An `OriginalConversionReport`.
+        A `CheckpointReport` (format `"flax"`).
 
     Raises:
         CheckpointError, ConfigError, InputError: see `read_original_checkpoint`, `original_config`,
@@ -388,25 +342,17 @@ def convert_original(
     checkpoint = read_original_checkpoint(source)
     config = original_config(checkpoint)
     architecture, arrays = transformers_state(checkpoint, config)
-    tensors = _ArraySource(arrays, checkpoint.path)
+    tensors = ArraySource(arrays, "torch", checkpoint.path)
     weights = plan_native_weights(tensors, architecture, config, out_dtype)
-    specs = weights.specs
-
     with atomic_directory(destination, force=force) as tmp:
-        log(f"converting original {architecture} from {checkpoint.path}: {len(specs)} tensors, storage {dtype}")
+        log(f"converting original {architecture} from {checkpoint.path}: {len(weights.specs)} tensors, storage {dtype}")
         weights.write(tmp)
         written = []
         if merges is not None:
             written = write_tokenizer_files(tmp, checkpoint.id2word, merges, config, lowercase=lowercase)
         else:
             log("no --codes given: tokenizer files not written (XLMTokenizer needs the model's BPE codes)")
-    return OriginalConversionReport(
-        destination=os.fspath(destination),
-        architecture=architecture,
-        n_tensors=len(specs),
-        n_parameters=int(sum(np.prod(shape) for _, shape, _ in specs)),
-        tokenizer_files=written,
-    )
+    return CheckpointReport.of(os.fspath(destination), architecture, "flax", weights.specs, written)
 
 
 def is_original_checkpoint(path: str | os.PathLike) -> bool:
@@ -419,11 +365,8 @@ def is_original_checkpoint(path: str | os.PathLike) -> bool:
 
 
 __all__ = [
-    "DEFAULT_SPECIAL_INDICES",
-    "N_SPECIAL_WORDS",
     "ORIGINAL_LAYER_NORM_EPS",
     "OriginalCheckpoint",
-    "OriginalConversionReport",
     "bpe_vocabulary",
     "convert_original",
     "is_original_checkpoint",

@@ -2,17 +2,52 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from flax import nnx
 
-from xlm_flax.checkpoints.names import Rule, is_ignored_torch_name, model_rules, tied_torch_names
+from xlm_flax.checkpoints.names import ENCODER_PREFIX, Rule, encoder_rules, is_ignored_torch_name
+from xlm_flax.checkpoints.registry import architecture as registry_entry
+from xlm_flax.checkpoints.registry import model_rules, tied_torch_names
 from xlm_flax.checkpoints.sources import TensorSource
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import CheckpointError
 
-ENCODER_PREFIX = "transformer."
+
+class TensorMismatchError(CheckpointError):
+    """A checkpoint whose tensors do not fit the model: what `LoadPlan.check` found, listed in the message and kept
+    in the attributes so that callers decide from them (e.g. "this checkpoint has no LM head") and not from text.
+
+    Args:
+        message: The message, listing every problem.
+        missing_encoder: See the attributes.
+        missing_head: See the attributes.
+        unexpected: See the attributes.
+        mismatched: See the attributes.
+
+    Attributes:
+        missing_encoder: Encoder tensors the checkpoint lacks.
+        missing_head: Head parameters the checkpoint lacks (refused because fresh ones were not allowed).
+        unexpected: Checkpoint tensors the model does not use (refused because they were not allowed).
+        mismatched: Tensors whose shape disagrees with the config, as `name: checkpoint [..], config wants [..]`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing_encoder: Sequence[str] = (),
+        missing_head: Sequence[str] = (),
+        unexpected: Sequence[str] = (),
+        mismatched: Sequence[str] = (),
+    ):
+        super().__init__(message)
+        self.missing_encoder = tuple(missing_encoder)
+        self.missing_head = tuple(missing_head)
+        self.unexpected = tuple(unexpected)
+        self.mismatched = tuple(mismatched)
 
 
 def abstract_model(cls: type, config: XLMConfig, **model_kwargs: Any) -> nnx.Module:
@@ -28,6 +63,16 @@ def abstract_model(cls: type, config: XLMConfig, **model_kwargs: Any) -> nnx.Mod
 
 def _flax_name(path: tuple) -> str:
     return ".".join(str(p) for p in path)
+
+
+def flat_targets(abstract_state: nnx.State) -> dict[str, Any]:
+    """Flat dotted path -> abstract variable of a model's state (`nnx.split(abstract_model(...))[1]`), the
+    `targets` of a `LoadPlan`.
+
+    Args:
+        abstract_state: The state.
+    """
+    return {_flax_name(path): variable for path, variable in nnx.to_flat_state(abstract_state)}
 
 
 class LoadPlan:
@@ -55,7 +100,7 @@ class LoadPlan:
         self.targets = targets
         names = set(source.names())
         source_prefixed = any(n.startswith(ENCODER_PREFIX) for n in names)
-        target_prefixed = architecture != "XLMModel"
+        target_prefixed = registry_entry(architecture).encoder_prefix == ENCODER_PREFIX
 
         def source_name(target_name: str, encoder: bool) -> str:
             # A bare encoder checkpoint feeds a head model and vice versa: only the encoder prefix differs.
@@ -70,7 +115,7 @@ class LoadPlan:
         missing_encoder: list[str] = []
         mismatched: list[str] = []
         used: set[str] = set()
-        encoder_paths = {r.flax_path for r in model_rules("XLMModel", config)}
+        encoder_paths = {r.flax_path for r in encoder_rules(config)}
 
         if source.kind == "torch":
             for rule in model_rules(architecture, config):
@@ -82,9 +127,7 @@ class LoadPlan:
                         rule.flax_path if not is_encoder else ", ".join(absent)
                     )
                     continue
-                target = targets[rule.flax_path]
-                per_layer = target.shape[1:] if rule.n_layers else target.shape
-                expected = rule.layout.torch_shape(tuple(per_layer))
+                expected = rule.torch_shape(targets[rule.flax_path].shape)
                 for n in wanted:
                     if tuple(source.shape(n)) != tuple(expected):
                         mismatched.append(f"{n}: checkpoint {list(source.shape(n))}, config wants {list(expected)}")
@@ -119,25 +162,32 @@ class LoadPlan:
             unused_ok: Accept source tensors the target does not use.
 
         Raises:
-            CheckpointError: naming every offending tensor, so that one run shows everything to fix.
+            TensorMismatchError: naming every offending tensor, so that one run shows everything to fix.
         """
         problems = []
-        missing = self.missing_encoder + ([] if missing_ok else self.missing_new)
+        missing_head = [] if missing_ok else self.missing_new
+        unexpected = [] if unused_ok else self.unused
+        missing = self.missing_encoder + missing_head
         if missing:
             problems.append(f"missing tensors: {', '.join(missing)}")
-        if self.unused and not unused_ok:
-            problems.append(f"unexpected tensors: {', '.join(self.unused)}")
+        if unexpected:
+            problems.append(f"unexpected tensors: {', '.join(unexpected)}")
         if self.mismatched:
             problems.append(f"wrong shapes for the config: {'; '.join(self.mismatched)}")
         if problems:
-            raise CheckpointError(f"{self.source.description} does not fit the model: {' | '.join(problems)}")
+            raise TensorMismatchError(
+                f"{self.source.description} does not fit the model: {' | '.join(problems)}",
+                missing_encoder=self.missing_encoder,
+                missing_head=missing_head,
+                unexpected=unexpected,
+                mismatched=self.mismatched,
+            )
 
-    def read(self, path: str, per_layer_shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    def read(self, path: str, dtype: np.dtype) -> np.ndarray:
         """Reads and converts the tensor(s) of target `path` into one array of the target dtype.
 
         Args:
             path: Flat Flax path of the target parameter.
-            per_layer_shape: Target shape of one layer (the whole shape for unstacked tensors).
             dtype: Target dtype.
         """
         rule, names = self.found[path]
@@ -145,14 +195,53 @@ class LoadPlan:
             return self.source.read(names[0]).astype(dtype, copy=False)
         if not rule.n_layers:
             return rule.layout.to_flax(self.source.read(names[0])).astype(dtype, copy=False)
-        out = np.empty((len(names), *per_layer_shape), dtype=dtype)
+        out = np.empty((len(names), *rule.per_layer(self.targets[path].shape)), dtype=dtype)
         for i, name in enumerate(names):
             out[i] = rule.layout.to_flax(self.source.read(name))
         return out
+
+    def sliceable(self, path: str) -> bool:
+        """Whether target `path` is stored as it is loaded (a native checkpoint), so that `slices` can read any part
+        of it without the rest. Tensors under transformers names are rearranged (transposed, split into heads,
+        stacked over layers) and must be read whole.
+
+        Args:
+            path: Flat Flax path of the target parameter.
+        """
+        return self.found[path][0] is None
+
+    def slices(self, path: str, dtype: np.dtype) -> TensorSlices:
+        """Target `path` as a lazy tensor whose `[index]` reads only that slice (see `sliceable`).
+
+        Args:
+            path: Flat Flax path of a sliceable target parameter.
+            dtype: Target dtype.
+        """
+        if not self.sliceable(path):
+            raise ValueError(f"{path} is rearranged from transformers' layout and cannot be read by slices")
+        return TensorSlices(self.source, self.found[path][1][0], tuple(self.targets[path].shape), np.dtype(dtype))
+
+
+class TensorSlices:
+    """One checkpoint tensor read lazily: `tensor[index]` reads only that slice from the source (what
+    `xlm_flax.sharding.placement.sharded_placer` asks for, once per distinct device shard).
+
+    Args:
+        source: The tensors.
+        name: The tensor's name in `source`.
+        shape: Its shape.
+        dtype: The dtype slices are converted to.
+    """
+
+    def __init__(self, source: TensorSource, name: str, shape: tuple[int, ...], dtype: np.dtype):
+        self.source, self.name, self.shape, self.dtype = source, name, shape, dtype
+
+    def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
+        return self.source.read_slice(self.name, index).astype(self.dtype, copy=False)
 
 
 def _strip(path: str, prefixed: bool) -> str:
     return path.removeprefix(ENCODER_PREFIX) if prefixed else path
 
 
-__all__ = ["ENCODER_PREFIX", "LoadPlan", "abstract_model"]
+__all__ = ["ENCODER_PREFIX", "LoadPlan", "TensorMismatchError", "TensorSlices", "abstract_model", "flat_targets"]

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from xlm_flax.checkpoints.export import TORCH_METADATA, torch_tensors
 from xlm_flax.checkpoints.files import (
     NATIVE_METADATA,
     WEIGHTS_NAME,
@@ -16,14 +17,16 @@ from xlm_flax.checkpoints.files import (
     copy_tokenizer_files,
     write_config,
 )
-from xlm_flax.checkpoints.names import Rule, model_rules
 from xlm_flax.checkpoints.plan import _flax_name
 from xlm_flax.checkpoints.safetensors_io import write_safetensors
+from xlm_flax.checkpoints.sources import ArraySource
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import InputError
 
 
 def _param_arrays(model: nnx.Module) -> dict[str, jax.Array]:
+    """The model's parameters by flat path, in the stacked layout of the name table: the one place `save_pretrained`
+    gets them from."""
     state = nnx.state(model, nnx.Param)
     return {_flax_name(path): variable[...] for path, variable in nnx.to_flat_state(state)}
 
@@ -74,23 +77,9 @@ def save_pretrained(
 
         metadata = NATIVE_METADATA
     else:
-        by_torch: dict[str, tuple[Rule, int]] = {}
-        for rule in model_rules(architecture, config):
-            for i, torch_name in enumerate(rule.torch_names):
-                by_torch[torch_name] = (rule, i)
-        specs = []
-        for torch_name, (rule, _) in by_torch.items():
-            a = arrays[rule.flax_path]
-            per_layer = a.shape[1:] if rule.n_layers else a.shape
-            specs.append((torch_name, rule.layout.torch_shape(tuple(per_layer)), out_dtype))
-
-        def produce(name: str) -> np.ndarray:
-            rule, i = by_torch[name]
-            a = arrays[rule.flax_path]
-            host = _to_host(a[i] if rule.n_layers else a)
-            return np.ascontiguousarray(rule.layout.to_torch(host)).astype(out_dtype, copy=False)
-
-        metadata = {"format": "pt"}
+        tensors = ArraySource(arrays, "flax", f"the parameters of {type(model).__name__}", to_host=_to_host)
+        specs, produce = torch_tensors(tensors, architecture, config, arrays, out_dtype)
+        metadata = TORCH_METADATA
     if jax.process_index() != 0:
         for name, _, _ in specs:
             produce(name)  # every process takes part in gathering sharded arrays; only process 0 writes

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ml_dtypes
@@ -64,8 +65,78 @@ class TensorSource:
         """
         raise NotImplementedError
 
+    def read_slice(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+        """Reads `tensor[index]` of `name` into a new NumPy array (sources that can, read only those bytes).
+
+        Args:
+            name: Tensor name.
+            index: A tuple of slices over the leading dimensions (a device's shard, or one layer).
+        """
+        return self.read(name)[index]
+
     def close(self) -> None:
         """Releases what the source holds open."""
+
+
+class ArraySource(TensorSource):
+    """Named arrays already in memory (a model's parameters, an original checkpoint's state) as a `TensorSource`.
+
+    Args:
+        arrays: Name -> array (NumPy, or `jax.Array` with `to_host`).
+        kind: `"flax"` (native names) or `"torch"` (transformers names).
+        description: What the arrays are, for messages.
+        to_host: Brings an array (or a slice of it) to the host as NumPy; multi-host arrays need a gather, which
+            every process must then take part in.
+    """
+
+    def __init__(
+        self,
+        arrays: Mapping[str, Any],
+        kind: str,
+        description: str,
+        to_host: Callable[[Any], np.ndarray] = np.asarray,
+    ):
+        self._arrays = arrays
+        self.kind = kind
+        self.description = description
+        self._to_host = to_host
+
+    def names(self) -> list[str]:
+        """Every tensor name."""
+        return list(self._arrays)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Shape of `name`.
+
+        Args:
+            name: Tensor name.
+        """
+        return tuple(self._arrays[name].shape)
+
+    def dtype(self, name: str) -> np.dtype:
+        """NumPy dtype of `name`.
+
+        Args:
+            name: Tensor name.
+        """
+        return np.dtype(self._arrays[name].dtype)
+
+    def read(self, name: str) -> np.ndarray:
+        """`name` as a host array.
+
+        Args:
+            name: Tensor name.
+        """
+        return self._to_host(self._arrays[name])
+
+    def read_slice(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+        """`name[index]` as a host array; a device array is sliced before it is brought to the host.
+
+        Args:
+            name: Tensor name.
+            index: A tuple of slices over the leading dimensions.
+        """
+        return self._to_host(self._arrays[name][index])
 
 
 class SafetensorsSource(TensorSource):
@@ -112,6 +183,15 @@ class SafetensorsSource(TensorSource):
             name: Tensor name.
         """
         return self._readers[name].read(name)
+
+    def read_slice(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+        """Reads `tensor[index]` of `name`, reading only the pages of the file that hold it.
+
+        Args:
+            name: Tensor name.
+            index: A tuple of slices over the leading dimensions (a device's shard, or one layer).
+        """
+        return self._readers[name].read_slice(name, index)
 
 
 class TorchFileSource(TensorSource):
@@ -216,11 +296,16 @@ def open_weights(path_or_hub_id: str | os.PathLike) -> TensorSource:
         return SafetensorsSource([single], "flax" if native else "torch")
     index = resolve_file(path_or_hub_id, WEIGHTS_INDEX_NAME, required=False)
     if index is not None:
-        with open(index, encoding="utf-8") as f:
-            weight_map = json.load(f).get("weight_map", {})
+        try:
+            with open(index, encoding="utf-8") as f:
+                weight_map = json.load(f).get("weight_map", {})
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:  # AttributeError: not an object
+            raise CheckpointError(f"{index} is not a JSON object with a weight_map ({e}); download it again") from e
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{index}: weight_map is not an object of file names; download it again")
         shards = sorted(set(weight_map.values()))
         if not shards:
-            raise CheckpointError(f"{index} lists no shards")
+            raise CheckpointError(f"{index} lists no shards; download it again")
         return SafetensorsSource([resolve_file(path_or_hub_id, shard) for shard in shards], "torch")
     torch_file = resolve_file(path_or_hub_id, TORCH_WEIGHTS_NAME, required=False)
     if torch_file is not None:
@@ -231,4 +316,4 @@ def open_weights(path_or_hub_id: str | os.PathLike) -> TensorSource:
     )
 
 
-__all__ = ["SafetensorsSource", "TensorSource", "TorchFileSource", "open_weights", "torch_to_numpy"]
+__all__ = ["ArraySource", "SafetensorsSource", "TensorSource", "TorchFileSource", "open_weights", "torch_to_numpy"]

@@ -14,6 +14,7 @@ import numpy as np
 
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import CheckpointError
+from xlm_flax.tokens import N_SPECIAL_TOKENS
 
 # Largest accepted difference, relative to max(1, largest reference value), per storage dtype. Wrong conversions
 # give differences of order one; these bounds only absorb rounding.
@@ -32,7 +33,7 @@ def random_batch(config: XLMConfig, *, batch: int = 3, length: int = 16, seed: i
     """
     rng = np.random.default_rng(seed)
     length = min(length, config.max_position_embeddings)
-    low = min(14, config.vocab_size - 1)  # skip the special tokens when the vocabulary is big enough
+    low = min(N_SPECIAL_TOKENS, config.vocab_size - 1)  # skip the special tokens when the vocabulary is big enough
     ids = rng.integers(low, config.vocab_size, size=(batch, length))
     mask = np.ones((batch, length), dtype=np.int64)
     for row in range(batch):
@@ -72,12 +73,12 @@ def check_against_transformers(
         raise CheckpointError("--verify needs torch: pip install 'xlm-flax[torch]'") from e
     import jax.numpy as jnp
 
-    from xlm_flax.checkpoints.registry import MODEL_CLASSES
+    from xlm_flax.checkpoints.registry import model_class
 
     transformers.utils.logging.disable_progress_bar()
     config = XLMConfig.from_pretrained(flax_directory)
     architecture = config.architectures[0]
-    ours = MODEL_CLASSES[architecture].from_pretrained(flax_directory, dtype=jnp.float32, param_dtype=jnp.float32)
+    ours = model_class(architecture).from_pretrained(flax_directory, dtype=jnp.float32, param_dtype=jnp.float32)
     reference = getattr(transformers, architecture).from_pretrained(os.fspath(torch_source)).eval()
     inputs = random_batch(config)
     with torch.no_grad():

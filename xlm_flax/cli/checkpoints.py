@@ -34,18 +34,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         report = convert_checkpoint(
             args.source, args.destination, dtype=args.dtype, force=args.force, verify=args.verify, log=_print_err
         )
-    print(
-        f"wrote {report.destination}: {report.architecture}, {report.n_tensors} tensors, "
-        f"{report.n_parameters:,} parameters ({args.dtype})"
-        + (
-            f", tokenizer files: {', '.join(report.tokenizer_files)}"
-            if report.tokenizer_files
-            else ", no tokenizer files"
-        )
-    )
-    if getattr(report, "max_abs_diff", None) is not None:
-        largest = max(report.max_abs_diff.values())
-        print(f"verified against PyTorch: largest difference {largest:.3g}")
+    print(report.summary())
     return 0
 
 
@@ -100,11 +89,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from xlm_flax.checkpoints.export import export_checkpoint
 
     report = export_checkpoint(args.source, args.destination, force=args.force, log=_print_err)
-    files = ", ".join(report.tokenizer_files) if report.tokenizer_files else "none"
-    print(
-        f"wrote {report.destination}: transformers {report.architecture}, {report.n_tensors} tensors, "
-        f"tokenizer files: {files}"
-    )
+    print(report.summary())
     return 0
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from xlm_flax.checkpoints.plan import TensorMismatchError
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import CheckpointError, InputError
 from xlm_flax.inference.batching import (
@@ -90,10 +91,14 @@ class FillMask(_Engine):
             model = XLMWithLMHeadModel.from_pretrained(
                 path_or_hub_id, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, strict=True
             )
-        except CheckpointError as e:
-            if "missing tensors" not in str(e):
+        except TensorMismatchError as e:
+            if not e.missing_head:  # a damaged checkpoint, not one without the head
                 raise
-            raise CheckpointError(f"fill-mask needs a model with its language-model head: {e}") from e
+            raise CheckpointError(
+                f"fill-mask needs a model with its language-model head, and {path_or_hub_id} lacks "
+                f"{', '.join(e.missing_head)} (it holds a bare encoder or another head; use Embedder for "
+                f"embeddings, or a checkpoint of XLMWithLMHeadModel): {e}"
+            ) from e
         return cls(model, tokenizer, mesh=mesh, rules=rules)
 
     def _target_ids(self, targets: str | Sequence[str], code: str) -> np.ndarray:

@@ -13,6 +13,7 @@ from jax.sharding import Mesh
 from xlm_flax.errors import InputError
 from xlm_flax.sharding.placement import data_sharding
 from xlm_flax.sharding.rules import DATA
+from xlm_flax.tokens import IGNORE_INDEX
 
 
 def padded_batch_size(batch: int, mesh: Mesh) -> int:
@@ -28,7 +29,7 @@ def padded_batch_size(batch: int, mesh: Mesh) -> int:
 
 # Value that fills the padding rows of each input: ignored labels, nothing attended; anything else is zero (a valid
 # id). Padding rows never mix with real rows (attention and LayerNorm are per row) and are dropped from the outputs.
-PAD_VALUES = {"labels": -100}
+PAD_VALUES = {"labels": IGNORE_INDEX}
 
 
 def pad_rows(value: np.ndarray, rows: int, fill: int | float = 0) -> np.ndarray:

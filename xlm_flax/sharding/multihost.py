@@ -86,6 +86,32 @@ def _env_int(name: str) -> int | None:
         raise InputError(f"{name}={value!r} is not an integer; set it to a process count or id") from None
 
 
+def _cluster_detected(method: str | None) -> bool:
+    """Whether `jax.distributed.initialize` would find a cluster (Cloud TPU, Slurm, Open MPI, Kubernetes, ...) to
+    take its settings from, asked of the same cluster environments it asks.
+
+    Args:
+        method: `cluster_detection_method` as given to `jax.distributed.initialize` (None: every default one).
+    """
+    if method == "deactivate":
+        return False
+    # JAX has no public query for this; its initialize() runs the same test (ClusterEnv.is_env_present) itself.
+    from jax._src.clusters import ClusterEnv
+
+    envs = ClusterEnv._cluster_types
+    if method is not None:
+        return any(env.name == method and env.is_env_present() for env in envs)
+    return any(not env.opt_in_only_method and env.is_env_present() for env in envs)
+
+
+def _backends_initialized() -> bool:
+    """Whether this process has already started a JAX backend (arrays, devices), after which it cannot join others."""
+    # No public query either: jax.distributed.initialize refuses on this same test.
+    from jax._src import xla_bridge
+
+    return xla_bridge.backends_are_initialized()
+
+
 def initialize(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
@@ -134,6 +160,14 @@ def initialize(
         raise InputError(f"process_id={process_id} must be in 0..{num_processes - 1} (num_processes={num_processes})")
     if num_processes == 1 and coordinator_address is None:
         return process_info()  # explicitly one process: nothing to connect
+    if not given and not _cluster_detected(kwargs.get("cluster_detection_method")):
+        logger.info("distributed.initialize: no cluster detected; running as a single process")
+        return process_info()
+    if _backends_initialized():
+        raise InputError(
+            "distributed.initialize must run before anything else uses JAX (arrays, devices, models); "
+            "call it at the very start of the program"
+        )
     if jax.config.jax_cpu_collectives_implementation is None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # older JAX had no CPU collectives default
     try:
@@ -145,21 +179,11 @@ def initialize(
             initialization_timeout=initialization_timeout,
             **kwargs,
         )
-    except ValueError as e:
-        if not given and "should be defined" in str(e):
-            logger.info("distributed.initialize: no cluster detected; running as a single process")
-            return process_info()
+    except ValueError as e:  # JAX's own checks of the settings: some missing after detection, or inconsistent
         raise InputError(
             f"distributed.initialize: {e}; outside a detected cluster give coordinator_address, num_processes and "
             f"process_id (or set {ENV_COORDINATOR}, {ENV_NUM_PROCESSES}, {ENV_PROCESS_ID})"
         ) from e
-    except RuntimeError as e:
-        if "before any JAX" in str(e) or "backend" in str(e).lower():
-            raise InputError(
-                "distributed.initialize must run before anything else uses JAX (arrays, devices, models); "
-                "call it at the very start of the program"
-            ) from e
-        raise
     info = process_info()
     logger.info(
         "process %d of %d: %d local devices, %d in all",

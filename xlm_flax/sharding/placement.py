@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -64,7 +65,7 @@ def shard_model(model: nnx.Module, mesh: Mesh, rules: Rules | None = None) -> nn
 
 def sharded_placer(
     abstract_state: nnx.State, mesh: Mesh, rules: Rules | None = None
-) -> Callable[[str, np.ndarray], jax.Array]:
+) -> Callable[[str, Any], jax.Array]:
     """A `placer` for `xlm_flax.checkpoints.load_pretrained` that puts each tensor, as it is read, straight into its
     sharding: every device receives only its own slice, and in multi-host runs every process fills only its own
     devices (each process reads the same checkpoint).
@@ -75,15 +76,26 @@ def sharded_placer(
         rules: Overrides of `DEFAULT_RULES`.
 
     Returns:
-        A function `(flat_name, host_array) -> jax.Array`.
+        A function `(flat_name, value) -> jax.Array`, where `value` is a host array or a lazy tensor with `shape`
+        whose `value[index]` reads only that slice (`xlm_flax.checkpoints.plan.TensorSlices`).
     """
     shardings = {
         ".".join(str(p) for p in path): variable_sharding(variable, mesh, rules)
         for path, variable in nnx.to_flat_state(abstract_state)
     }
 
-    def place(name: str, value: np.ndarray) -> jax.Array:
-        return jax.make_array_from_callback(value.shape, shardings[name], lambda index: value[index])
+    def place(name: str, value: Any) -> jax.Array:
+        # JAX asks once per local device; devices holding the same slice (replicated axes) share one read, so a
+        # lazy tensor reads each distinct slice from disk once.
+        read: dict[tuple, np.ndarray] = {}
+
+        def slice_of(index: tuple[slice, ...]) -> np.ndarray:
+            key = tuple((s.start, s.stop, s.step) for s in index)
+            if key not in read:
+                read[key] = np.asarray(value[index])
+            return read[key]
+
+        return jax.make_array_from_callback(tuple(value.shape), shardings[name], slice_of)
 
     return place
 

@@ -21,14 +21,10 @@ import numpy as np
 
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import InputError
-
-IGNORE_INDEX = -100  # label of positions without loss (PyTorch's cross_entropy default)
-
-
-XLM_N_SPECIAL = 14  # <s>, </s>, <pad>, <unk>, <special0>..<special9>: ids 0..13 in every XLM vocabulary
+from xlm_flax.tokens import IGNORE_INDEX, N_SPECIAL_TOKENS
 
 
-def special_ids(config: XLMConfig, n_special: int = XLM_N_SPECIAL) -> tuple[int, ...]:
+def special_ids(config: XLMConfig, n_special: int = N_SPECIAL_TOKENS) -> tuple[int, ...]:
     """Ids that MLM never chooses: the first `n_special` ids and the config's pad/bos/eos/unk/mask ids."""
     named = (config.pad_index, config.bos_index, config.eos_index, config.unk_index, config.mask_index)
     return tuple(sorted(set(range(min(n_special, config.vocab_size))) | set(named)))
@@ -163,4 +159,4 @@ def pad_batch(rows: Iterable[dict[str, np.ndarray]], length: int, pad_values: di
     return out
 
 
-__all__ = ["IGNORE_INDEX", "XLM_N_SPECIAL", "clm_labels", "mask_tokens", "pad_batch", "special_ids", "tlm_pair"]
+__all__ = ["IGNORE_INDEX", "clm_labels", "mask_tokens", "pad_batch", "special_ids", "tlm_pair"]
