@@ -8,9 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from xlm_flax.errors import InputError
-
-# The label of positions without loss: PyTorch's default `ignore_index`, which the MLM, CLM and token labels use.
-IGNORE_INDEX = -100
+from xlm_flax.tokens import IGNORE_INDEX  # PyTorch's default ignore_index, defined once for the package
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int | jax.Array = IGNORE_INDEX) -> jax.Array:
@@ -77,4 +75,4 @@ def _same_shape(outputs: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.
     return outputs, targets
 
 
-__all__ = ["IGNORE_INDEX", "binary_cross_entropy_with_logits", "cross_entropy", "mean_squared_error"]
+__all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "mean_squared_error"]
