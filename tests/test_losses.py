@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from xlm_flax.errors import InputError
-from xlm_flax.model.losses import IGNORE_INDEX, binary_cross_entropy_with_logits, cross_entropy, mean_squared_error
+from xlm_flax.model.losses import binary_cross_entropy_with_logits, cross_entropy, mean_squared_error
+from xlm_flax.tokens import IGNORE_INDEX
 
 TOL = 1e-5
 
