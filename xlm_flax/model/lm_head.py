@@ -76,8 +76,9 @@ class XLMWithLMHeadModel(PretrainedMixin, nnx.Module):
         rngs: Random streams for parameter initialisation.
         dtype: Compute dtype; logits are float32 whatever it is.
         param_dtype: Storage dtype of the parameters.
-        scan_layers: See `XLMModel`.
+        layers: Layout of the layer stack, `"scan"`, `"unrolled"` or `"per_layer"`; see `XLMModel`.
         remat: See `XLMModel`.
+        scan_layers: Deprecated alias of `layers`; see `XLMModel`.
     """
 
     architecture = "XLMWithLMHeadModel"
@@ -89,12 +90,19 @@ class XLMWithLMHeadModel(PretrainedMixin, nnx.Module):
         rngs: nnx.Rngs,
         dtype: DTypeLike = jnp.float32,
         param_dtype: DTypeLike = jnp.float32,
-        scan_layers: bool = True,
+        layers: str = "scan",
         remat: bool = False,
+        scan_layers: bool | None = None,
     ):
         self.config = config
         self.transformer = XLMModel(
-            config, rngs=rngs, dtype=dtype, param_dtype=param_dtype, scan_layers=scan_layers, remat=remat
+            config,
+            rngs=rngs,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            layers=layers,
+            remat=remat,
+            scan_layers=scan_layers,
         )
         self.pred_layer = XLMPredLayer(config, dtype=self.transformer.dtype, param_dtype=param_dtype, rngs=rngs)
 
