@@ -16,7 +16,7 @@ from xlm_flax.errors import ConfigError
 from xlm_flax.model.layers import logical_axes
 from xlm_flax.model.stack import is_unstacked, stacked_parameters, stacked_path, unstack_layers
 from xlm_flax.sharding.forward import sharded_forward
-from xlm_flax.sharding.placement import shard_model
+from xlm_flax.sharding.placement import init_sharded, shard_model
 
 FP32_TOL = 1e-5
 # Between our layouts: the same arithmetic, fused differently by XLA (measured up to ~1e-7).
@@ -204,6 +204,8 @@ def test_per_layer_model_sharded(models):
     shard_model(ours["per_layer"], make_mesh(2, 4))  # a model built unsharded, placed afterwards
     sharded = ours["per_layer"].transformer.ffns[0].lin1.kernel[...]
     assert {s.data.shape for s in sharded.addressable_shards} == {(30, 30)}
+    fresh = init_sharded(lambda: XLMModel(ours["scan"].config, rngs=nnx.Rngs(0), layers="per_layer"), mesh)
+    assert {s.data.shape for s in fresh.ffns[2].lin2.kernel[...].addressable_shards} == {(60, 30)}
 
 
 def test_invalid_layout_and_deprecated_aliases(models):

@@ -63,16 +63,20 @@ class XLMModel(PretrainedMixin, nnx.Module):
             with transformers in each):
 
             * `"scan"` (default; use it for training): weights stacked along a leading `layers` axis, run with
-              `nnx.scan`. One compiled layer body whatever the depth, so the fastest compile.
-            * `"unrolled"`: the same stacked weights, the scan unrolled into straight-line code. Compile time grows
-              with depth; each layer still slices its weights out of the stacked arrays.
+              `nnx.scan`. One compiled layer body whatever the depth: compile time barely grows with depth.
+            * `"unrolled"`: the same stacked weights, the scan unrolled into straight-line code. The slowest to
+              compile (time grows with depth), each layer still slicing its weights out of the stacked arrays; no
+              faster than `"scan"` in our measurements.
             * `"per_layer"`: separate per-layer modules (`attentions[i]`, ...), each weight its own array, read in
-              place with no per-layer slice copy. The fastest forward on CPU (1.37x at batch 1 x 128 on a
-              4 x 2048 model); compile time grows with depth. Checkpoints are still written stacked.
+              place with no per-layer slice copy: the fastest forward on CPU (1.37x at batch 1 x 128 on a 4 x 2048
+              model). Compile time grows with depth, more slowly than `"unrolled"`. Checkpoints are still written
+              stacked (`xlm_flax.model.stack.stacked_parameters`); building one fresh initialises stacked and
+              splits (the same weights as the other layouts), `from_pretrained` loads straight into the layers.
 
-            Measured on this project's 2-core CPU, 4 layers x 256 (8 heads, vocab 1000), batch 1 x 128, float32,
-            jitted forward: compile 0.25 s / 0.31 s / 0.30 s and one forward 1.28 ms / 1.23 ms / 1.10 ms for
-            scan / unrolled / per_layer (`python benchmarks/layers_layout.py`, see the module for the command).
+            Measured with `python -m benchmarks.layers_layout` (jitted float32 forward, batch 1 x 128, vocab 1000,
+            8 heads; 2-core CPU shared with other jobs, so figures are ranges over runs). 4 layers x 256: compile
+            1.4-2.2 s (scan), 2.8-4.4 s (unrolled), 1.3-1.9 s (per_layer); one forward 33-39 ms, 33-39 ms,
+            30-33 ms. 12 layers x 256 (`--layers 12`): compile 2.2 s, 12.3 s, 3.8 s.
         remat: Recompute each layer's activations in the backward pass instead of storing them (saves memory in
             training).
         scan_layers: Deprecated alias (for one release) of `layers`: true is `"scan"`, false `"unrolled"`.
