@@ -214,9 +214,10 @@ def test_invalid_layout_and_deprecated_aliases(models):
         XLMModel(config, rngs=nnx.Rngs(0), layers="stacked")
     with pytest.raises(ConfigError, match="give only layers="):
         XLMModel(config, rngs=nnx.Rngs(0), layers="per_layer", scan_layers=False)
-    with pytest.warns(DeprecationWarning, match="layers='unrolled'"):
+    with pytest.warns(DeprecationWarning, match="layers='unrolled'") as record:
         model = XLMWithLMHeadModel(config, rngs=nnx.Rngs(0), scan_layers=False)
     assert model.transformer.layer_layout == "unrolled"
+    assert record[0].filename == __file__  # names the caller's line, not Flax's metaclass or our constructors
     with pytest.warns(DeprecationWarning, match="layers='scan'"):
         assert XLMModel(config, rngs=nnx.Rngs(0), scan_layers=True).layer_layout == "scan"
 

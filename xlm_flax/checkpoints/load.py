@@ -143,9 +143,9 @@ def _load_into(
             rule = plan.found[name][0]
             per_layer = target.shape[1:] if rule is not None and rule.n_layers else target.shape
             host = plan.read(name, tuple(per_layer), np.dtype(target.dtype))
-        for index, path, variable in members:
-            value = host if index is None else host[index]
-            values[path] = variable.replace(value=placer(_flax_name(path), value))
+        for index, path, variable in members:  # one member, or one per layer (row `index` of the stacked tensor)
+            array = placer(_flax_name(path), host if index is None else host[index])
+            values[path] = variable.replace(value=array)
         del host  # drop the host copy before reading the next tensor
     model = nnx.merge(graphdef, nnx.from_flat_state([(path, values[path]) for path, _ in flat]))
     model.name_or_path = name_or_path

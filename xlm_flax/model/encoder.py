@@ -13,7 +13,6 @@ causal model's attention mask is triangular and ignores padding.
 
 from __future__ import annotations
 
-import warnings
 from functools import partial
 
 import jax
@@ -28,7 +27,7 @@ from xlm_flax.model.initializers import _normal, _sinusoidal_init, _word_embeddi
 from xlm_flax.model.layers import DTypeLike, Embed, LayerNorm, dropout
 from xlm_flax.model.outputs import BaseModelOutput
 from xlm_flax.model.pretrained import PretrainedMixin
-from xlm_flax.model.stack import _layer_stack, _stacked, _to_per_layer, check_layout, run_unstacked
+from xlm_flax.model.stack import _deprecated, _layer_stack, _stacked, _to_per_layer, check_layout, run_unstacked
 
 
 def _canonical_dtype(dtype: DTypeLike) -> jnp.dtype:
@@ -45,9 +44,7 @@ def _layout(layers: str, scan_layers: bool | None) -> str:
         raise ConfigError(
             f"scan_layers={scan_layers!r} and layers={layers!r}: give only layers= (scan_layers is deprecated)"
         )
-    warnings.warn(
-        f"scan_layers={scan_layers!r} is deprecated; use layers={replacement!r}", DeprecationWarning, stacklevel=3
-    )
+    _deprecated(f"scan_layers={scan_layers!r} is deprecated; use layers={replacement!r}")
     return replacement
 
 

@@ -18,16 +18,20 @@ the stacked layout (`stacked_parameters`).
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.nnx import spmd
 
+import xlm_flax
 from xlm_flax.errors import ConfigError
 from xlm_flax.model.block import transformer_layer
 
@@ -42,6 +46,20 @@ LAYOUTS = ("scan", "unrolled", "per_layer")
 
 # The encoder attributes that hold one module per layer (stacked, or a list per layer).
 _STACKS = ("attentions", "layer_norm1", "ffns", "layer_norm2")
+
+
+# Code whose frames a deprecation warning skips, so that it names the caller's line: Python shows a
+# DeprecationWarning by default only when that line is in `__main__`, and the constructor runs under Flax's
+# metaclass, `from_pretrained` under `jax.eval_shape`. (3.12's `skip_file_prefixes` would do this; we support 3.10.)
+_INTERNAL = tuple(os.path.dirname(m.__file__) + os.sep for m in (xlm_flax, flax, jax))
+
+
+def _deprecated(message: str) -> None:
+    """Warns `message` as a DeprecationWarning attributed to the first frame outside xlm_flax, flax and jax."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, DeprecationWarning, stacklevel=level + 1)
 
 
 def check_layout(layers: Any) -> str:
@@ -175,11 +193,9 @@ def unstack_layers(model: nnx.Module) -> nnx.Module:
     Raises:
         TypeError: When `model` holds no XLM layer stack.
     """
-    warnings.warn(
+    _deprecated(
         'unstack_layers(model) is deprecated; build or load the model with layers="per_layer" instead, e.g. '
-        'XLMWithLMHeadModel.from_pretrained(path, layers="per_layer")',
-        DeprecationWarning,
-        stacklevel=2,
+        'XLMWithLMHeadModel.from_pretrained(path, layers="per_layer")'
     )
     _to_per_layer(_encoder(model))
     return model

@@ -94,8 +94,8 @@ def logical_to_spec(axes: Sequence[str | None], rules: Rules | None = None, mesh
     """The `PartitionSpec` of an array whose dimensions have the logical names `axes`.
 
     Resolved by `flax.linen.logical_to_mesh_axes`: a mesh axis is used at most once per array (rules earlier in the
-    table take precedence) and names without a rule stay unsharded. When `mesh` is given, mesh axes of size 1 are
-    dropped first, so that the spec stays valid on any mesh and the axis is left free for no one.
+    table take precedence) and names without a rule stay unsharded. When `mesh` is given, rules to mesh axes of size 1
+    are dropped first, so that the spec stays valid on any mesh.
 
     Args:
         axes: One logical name (or None) per dimension.
