@@ -8,13 +8,14 @@ import pytest
 import torch
 from flax import nnx
 from helpers import build_reference_checkpoint, random_inputs
+from jax.sharding import PartitionSpec
 
-from xlm_flax import XLMModel, XLMWithLMHeadModel, make_mesh, pmap_forward, shard_model
+from xlm_flax import XLMConfig, XLMModel, XLMWithLMHeadModel, make_mesh, pmap_forward, shard_model
 from xlm_flax.errors import InputError
 from xlm_flax.sharding.batch import shard_batch
 from xlm_flax.sharding.forward import sharded_forward
 from xlm_flax.sharding.placement import init_sharded, parameter_shardings
-from xlm_flax.sharding.rules import resolve_rules
+from xlm_flax.sharding.rules import flax_rules, logical_to_spec, resolve_rules
 
 # Every sharded dimension divides 8: heads 8, mlp 4 * 32 = 128, vocab 48.
 DIVISIBLE = dict(vocab_size=48, emb_dim=32, n_heads=8, n_langs=3)
@@ -180,3 +181,82 @@ def test_mesh_errors_and_padding_helpers():
     assert np.asarray(placed["labels"])[5:].tolist() == [[-100] * 3] * 3
     with pytest.raises(InputError, match="batch size"):
         shard_batch({"input_ids": np.ones((5, 3)), "langs": np.ones((4, 3))}, mesh)
+
+
+# Each parameter's logical names, written out from the layer definitions (not read from the code under test).
+QKV = ("layers", "embed", "heads", "head_dim")
+LM_PARTITION_NAMES = {
+    "transformer.position_embeddings.embedding": ("position", "embed"),
+    "transformer.lang_embeddings.embedding": ("lang", "embed"),
+    "transformer.embeddings.embedding": ("vocab", "embed"),
+    "transformer.layer_norm_emb.scale": ("embed",),
+    "transformer.layer_norm_emb.bias": ("embed",),
+    **{f"transformer.attentions.{p}_lin.kernel": QKV for p in "qkv"},
+    **{f"transformer.attentions.{p}_lin.bias": ("layers", "heads", "head_dim") for p in "qkv"},
+    "transformer.attentions.out_lin.kernel": ("layers", "heads", "head_dim", "embed"),
+    "transformer.attentions.out_lin.bias": ("layers", "embed"),
+    **{f"transformer.layer_norm{i}.{p}": ("layers", "embed") for i in (1, 2) for p in ("scale", "bias")},
+    "transformer.ffns.lin1.kernel": ("layers", "embed", "mlp"),
+    "transformer.ffns.lin1.bias": ("layers", "mlp"),
+    "transformer.ffns.lin2.kernel": ("layers", "mlp", "embed"),
+    "transformer.ffns.lin2.bias": ("layers", "embed"),
+    "pred_layer.proj.kernel": ("embed", "vocab"),
+    "pred_layer.proj.bias": ("vocab",),
+}
+
+
+def _flat(tree) -> dict:
+    return {".".join(map(str, p)): v.get_value() for p, v in nnx.to_flat_state(tree)}
+
+
+@pytest.mark.parametrize("build", ["eager", "eval_shape", "jit"])
+def test_flax_partition_spec_reads_our_logical_names(build):
+    config = XLMConfig(**DIVISIBLE, n_layers=2, tie_word_embeddings=False)
+
+    def factory():
+        return XLMWithLMHeadModel(config, rngs=nnx.Rngs(0))
+
+    if build == "eager":
+        model = factory()
+    elif build == "eval_shape":
+        model = nnx.eval_shape(factory)
+    else:  # built under jit, as `init_sharded` does: the metadata survives
+        graphdef, _ = nnx.split(nnx.eval_shape(factory))
+        model = nnx.merge(graphdef, jax.jit(lambda: nnx.state(factory()))())
+    expected = {name: PartitionSpec(*axes) for name, axes in LM_PARTITION_NAMES.items()}
+    assert _flat(nnx.get_partition_spec(nnx.state(model))) == expected
+    if build == "eager":  # running the scan strips the layer axis inside its body and puts it back, once
+        model(np.ones((1, 4), np.int32))
+        assert _flat(nnx.get_partition_spec(nnx.state(model))) == expected
+
+
+@pytest.mark.parametrize("shape", [(4, 2), (2, 4), (1, 8)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_maxtext_style_rules_give_our_shardings(shape):
+    """Flax's own machinery (`nnx.logical_axis_rules` + `nnx.get_named_sharding`) reads our model as we do where
+    every sharded dimension divides its mesh axis."""
+    config = XLMConfig(**DIVISIBLE, n_layers=2, tie_word_embeddings=False)
+    state = nnx.state(nnx.eval_shape(lambda: XLMWithLMHeadModel(config, rngs=nnx.Rngs(0))))
+    mesh = make_mesh(*shape)
+    with nnx.logical_axis_rules(flax_rules()):
+        theirs = _flat(nnx.get_named_sharding(state, mesh))
+    ours = {".".join(map(str, p)): s for p, s in jax.tree_util.tree_leaves_with_path(parameter_shardings(state, mesh))}
+    ours = {name.replace("['", "").replace("']", ""): s for name, s in ours.items()}
+    assert set(theirs) == set(ours) == set(LM_PARTITION_NAMES)
+    assert theirs == ours
+    assert theirs["transformer.attentions.q_lin.kernel"].spec == PartitionSpec(None, None, "model", None)
+    assert theirs["pred_layer.proj.kernel"].spec == PartitionSpec(None, "model")
+
+
+def test_rule_precedence_and_mesh_axis_used_once():
+    mesh = make_mesh(4, 2)
+    # Heads and embed both asking for `model`: by default heads get it; a rule given by the caller comes first.
+    assert logical_to_spec(QKV, mesh=mesh) == PartitionSpec(None, None, "model", None)
+    assert logical_to_spec(QKV, {"embed": "model"}, mesh) == PartitionSpec(None, "model", None, None)
+    assert logical_to_spec(QKV, [("layers", "data"), ("head_dim", "model")], mesh) == PartitionSpec(
+        "data", None, None, "model"
+    )
+    # A mesh axis of size 1 is dropped; names without a rule stay unsharded.
+    assert logical_to_spec(("vocab", "embed"), mesh=make_mesh(8, 1)) == PartitionSpec(None, None)
+    assert logical_to_spec(("unknown", None)) == PartitionSpec(None, None)
+    with pytest.raises(InputError, match="mapping"):
+        resolve_rules("mlp")

@@ -1,7 +1,9 @@
 """Loading a checkpoint into a model.
 
 Loading builds the model abstractly (`nnx.eval_shape`: no memory), then reads, converts and places one tensor at a
-time, so peak host memory stays near one copy of the parameters plus the largest single tensor.
+time, so peak host memory stays near one copy of the parameters plus the largest single tensor. Checkpoints hold the
+layers stacked; a model built with `layers="per_layer"` gets each stacked tensor, as it is read, placed row by row
+into its per-layer parameters, so that layout too is loaded straight into place with one copy on device.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from xlm_flax.checkpoints.plan import LoadPlan, _flax_name, abstract_model, flat_targets
+from xlm_flax.checkpoints.plan import LoadPlan, _flax_name, abstract_model
 from xlm_flax.checkpoints.sources import TensorSource, open_weights
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import InputError
+from xlm_flax.model.stack import stacked_path
 from xlm_flax.sharding.placement import sharded_placer
 
 logger = logging.getLogger("xlm_flax")
@@ -68,7 +71,9 @@ def load_pretrained(
         strict: Refuse checkpoints that lack some of the model's tensors instead of initialising them fresh.
         seed: Seed for tensors that are initialised fresh (a head on top of a base checkpoint).
         config: Use this config instead of the checkpoint's, e.g. with another `num_labels` for a fresh head.
-        **model_kwargs: Further constructor arguments (`scan_layers`, `remat`).
+        **model_kwargs: Further constructor arguments (`layers`, `remat`). With `layers="per_layer"` the model is
+            loaded straight into its per-layer parameters, and a `placer` is called once per layer with per-layer
+            names (`transformer.attentions.0.q_lin.kernel`).
 
     Returns:
         The model, its parameters on device. Tensors that were initialised fresh and checkpoint tensors the model
@@ -111,7 +116,14 @@ def _load_into(
     if mesh is not None:
         placer = sharded_placer(abstract_state, mesh, rules)
     flat = list(nnx.to_flat_state(abstract_state))
-    plan = LoadPlan(source, cls.architecture, config, flat_targets(abstract_state))
+    # The checkpoint's (stacked) names: each maps to its target variables, with their layer index in the per-layer
+    # layout and None otherwise.
+    groups: dict[str, list[tuple[int | None, tuple, Any]]] = {}
+    for path, variable in flat:
+        stacked, index = stacked_path(tuple(path))
+        groups.setdefault(_flax_name(stacked), []).append((index, path, variable))
+    targets = {name: _stacked_target(members) for name, members in groups.items()}
+    plan = LoadPlan(source, cls.architecture, config, targets)
     plan.check(missing_ok=not strict, unused_ok=True)
     if plan.missing_new:
         logger.warning(
@@ -123,24 +135,40 @@ def _load_into(
         logger.warning("%s: checkpoint tensors not used by this model: %s", cls.__name__, ", ".join(plan.unused))
     fresh = _init_subset(cls, config, model_kwargs, plan.missing_new, seed) if plan.missing_new else {}
 
-    values = []
-    for path, variable in flat:
-        name = _flax_name(path)
+    values = {}
+    for name, members in groups.items():
+        target = targets[name]
         if name in fresh:
-            array = placer(name, np.asarray(fresh.pop(name)))
-        elif mesh is not None and plan.sliceable(name):
+            host = np.asarray(fresh.pop(name))
+        elif mesh is not None and _layer_index(members) is None and plan.sliceable(name):
             # Native tensors are read slice by slice as the sharded placer asks: each process reads only the parts
             # its own devices hold, never the whole of a sharded weight.
-            array = placer(name, plan.slices(name, np.dtype(variable.dtype)))
+            ((_, path, variable),) = members
+            values[path] = variable.replace(value=placer(name, plan.slices(name, np.dtype(target.dtype))))
+            continue
         else:
-            host = plan.read(name, np.dtype(variable.dtype))
-            array = placer(name, host)
-            del host  # drop the host copy before reading the next tensor
-        values.append((path, variable.replace(value=array)))
-    model = nnx.merge(graphdef, nnx.from_flat_state(values))
+            host = plan.read(name, np.dtype(target.dtype))
+        for index, path, variable in members:  # one member, or one per layer (row `index` of the stacked tensor)
+            array = placer(_flax_name(path), host if index is None else host[index])
+            values[path] = variable.replace(value=array)
+        del host  # drop the host copy before reading the next tensor
+    model = nnx.merge(graphdef, nnx.from_flat_state([(path, values[path]) for path, _ in flat]))
     model.name_or_path = name_or_path
     model.fresh_parameters = tuple(plan.missing_new)
     return model
+
+
+def _layer_index(members: list[tuple[int | None, tuple, Any]]) -> int | None:
+    """The layer index of a checkpoint tensor's first target variable (None: the tensor is one variable)."""
+    return members[0][0]
+
+
+def _stacked_target(members: list[tuple[int | None, tuple, Any]]) -> Any:
+    """The target of one checkpoint tensor: the variable itself, or, for per-layer variables, their stacked shape."""
+    index, _, variable = members[0]
+    if index is None:
+        return variable
+    return jax.ShapeDtypeStruct((len(members), *variable.shape), variable.dtype)
 
 
 def _checkpoint_param_dtype(source: TensorSource) -> np.dtype:
@@ -155,6 +183,8 @@ def _init_subset(cls, config, model_kwargs, paths: list[str], seed: int) -> dict
     """Initialises only the parameters at `paths`: the jitted constructor returns just those, and XLA drops the
     initialisers of everything else, so nothing else is materialised."""
     wanted = set(paths)
+    # Built stacked (the checkpoint's names) whatever the layout: every layout draws the same initial weights.
+    model_kwargs = {**model_kwargs, "layers": "scan"} if model_kwargs.get("layers") == "per_layer" else model_kwargs
 
     def init():
         state = nnx.state(cls(config, rngs=nnx.Rngs(seed), **model_kwargs), nnx.Param)

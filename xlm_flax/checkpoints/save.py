@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -17,18 +18,17 @@ from xlm_flax.checkpoints.files import (
     copy_tokenizer_files,
     write_config,
 )
-from xlm_flax.checkpoints.plan import _flax_name
 from xlm_flax.checkpoints.safetensors_io import write_safetensors
 from xlm_flax.checkpoints.sources import ArraySource
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import InputError
+from xlm_flax.model.stack import stacked_parameters
 
 
-def _param_arrays(model: nnx.Module) -> dict[str, jax.Array]:
-    """The model's parameters by flat path, in the stacked layout of the name table: the one place `save_pretrained`
-    gets them from."""
-    state = nnx.state(model, nnx.Param)
-    return {_flax_name(path): variable[...] for path, variable in nnx.to_flat_state(state)}
+def _param_arrays(model: nnx.Module) -> Mapping[str, jax.Array]:
+    """The model's parameters by flat path, in the stacked layout of the name table whatever the model's own layer
+    layout (`stacked_parameters`): the one place `save_pretrained` gets them from."""
+    return stacked_parameters(model)
 
 
 def _to_host(array: jax.Array) -> np.ndarray:

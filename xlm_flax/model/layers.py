@@ -1,7 +1,10 @@
 """Small NNX layers with explicit dtypes and logical axis names.
 
-Every parameter is an `nnx.Param` carrying `logical_axes` metadata (`vocab`, `embed`, `heads`, `head_dim`, `mlp`,
-`layers`, ...). `xlm_flax.sharding` maps those names to mesh axes; the layers themselves know nothing of meshes.
+Every parameter is an `nnx.Param` carrying Flax's own partitioning metadata: one logical axis name per dimension
+(`vocab`, `embed`, `heads`, `head_dim`, `mlp`, `layers`, ...) in `out_sharding`, with `eager_sharding=False`, so that
+building a model needs no mesh. `nnx.get_partition_spec(nnx.state(model))` reads those names, and Flax's logical-axis
+rules (`nnx.logical_axis_rules`, `nnx.get_named_sharding`) or `xlm_flax.sharding` map them to mesh axes; the layers
+themselves know nothing of meshes.
 
 `dtype` is the compute dtype and `param_dtype` the storage dtype, as in Flax. Statistics that need range (LayerNorm
 mean and variance) are computed in float32 whatever the compute dtype.
@@ -19,7 +22,8 @@ from flax import nnx
 DTypeLike = Any  # a jnp dtype or its name, e.g. jnp.bfloat16 or "bfloat16"
 
 
-LOGICAL_AXES = "logical_axes"
+# Flax's metadata key for the logical axis names of a variable (what `nnx.with_partitioning` sets).
+_SHARDING_KEY = "out_sharding"
 
 
 Initializer = Callable[[jax.Array, Sequence[int], jnp.dtype], jax.Array]
@@ -35,7 +39,20 @@ def param(value: jax.Array, axes: Sequence[str | None]) -> nnx.Param:
     axes = tuple(axes)
     if len(axes) != value.ndim:
         raise ValueError(f"{len(axes)} logical axes {axes} for a parameter of shape {value.shape}")
-    return nnx.Param(value, **{LOGICAL_AXES: axes})
+    # eager_sharding=False: the names are metadata only. Nothing is placed when the parameter is made, so a model
+    # builds with no mesh, on one device, under `nnx.eval_shape` and under `jax.jit` alike, whatever the global
+    # `nnx.use_eager_sharding` says; `xlm_flax.sharding` places parameters afterwards.
+    return nnx.Param(value, eager_sharding=False, **{_SHARDING_KEY: axes})
+
+
+def logical_axes(variable: nnx.Variable) -> tuple[str | None, ...] | None:
+    """The logical axis names of `variable` (Flax's partitioning metadata), or None when it has none.
+
+    Args:
+        variable: A variable, concrete or abstract (from `nnx.eval_shape`).
+    """
+    names = variable.get_metadata().get(_SHARDING_KEY)
+    return tuple(names) if names else None
 
 
 class Embed(nnx.Module):
@@ -171,4 +188,4 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
-__all__ = ["DTypeLike", "Dense", "Embed", "Initializer", "LOGICAL_AXES", "LayerNorm", "dropout", "param"]
+__all__ = ["DTypeLike", "Dense", "Embed", "Initializer", "LayerNorm", "dropout", "logical_axes", "param"]

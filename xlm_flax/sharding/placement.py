@@ -1,4 +1,8 @@
-"""Placing parameters on a mesh by their logical axes: shardings, sharded loading and sharded initialisation."""
+"""Placing parameters on a mesh by their logical axes: shardings, sharded loading and sharded initialisation.
+
+The logical axes are Flax's own partitioning metadata on each parameter (`xlm_flax.model.layers.logical_axes`);
+`xlm_flax.sharding.rules` resolves them to mesh axes with Flax's rules and leaves undivisible dimensions whole.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from xlm_flax.model.layers import LOGICAL_AXES
+from xlm_flax.model.layers import logical_axes
 from xlm_flax.sharding.rules import DATA, Rules, _divisible_spec, logical_to_spec
 
 
@@ -24,7 +28,7 @@ def variable_sharding(variable: nnx.Variable, mesh: Mesh, rules: Rules | None = 
         mesh: The mesh.
         rules: Overrides of `DEFAULT_RULES`.
     """
-    axes = variable.get_metadata().get(LOGICAL_AXES)
+    axes = logical_axes(variable)
     if axes is None:
         return NamedSharding(mesh, PartitionSpec())
     return NamedSharding(mesh, _divisible_spec(logical_to_spec(axes, rules, mesh), variable.shape, mesh))

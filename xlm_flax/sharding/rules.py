@@ -1,9 +1,21 @@
-"""Logical-axis rules: the short table that maps parameter and batch axis names to mesh axes."""
+"""Logical-axis rules: the short table that maps parameter and batch axis names to mesh axes.
+
+Parameters carry their logical names as Flax's own partitioning metadata (`nnx.get_partition_spec` reads them), and
+the names are resolved with Flax's rule machinery: `logical_to_spec` uses `flax.linen.logical_to_mesh_axes`, and
+`flax_rules` gives the table as the pairs that `nnx.logical_axis_rules` takes, for code written MaxText-style::
+
+    with nnx.logical_axis_rules(flax_rules()):
+        shardings = nnx.get_named_sharding(nnx.state(model), mesh)
+
+On top of Flax's resolution, `logical_to_spec` drops mesh axes of size 1 and `_divisible_spec` leaves unsharded the
+dimensions that their mesh axis does not divide, so the same rules fit any mesh and any model size.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from flax.linen import logical_to_mesh_axes
 from jax.sharding import Mesh, PartitionSpec
 
 from xlm_flax.errors import InputError
@@ -38,20 +50,25 @@ DEFAULT_RULES: Mapping[str, str | None] = {
 def resolve_rules(rules: Rules | None = None) -> dict[str, str | None]:
     """`DEFAULT_RULES` with `rules` laid over them.
 
-    Only the names given change: `{"vocab": None}` keeps the vocabulary whole and leaves every other default.
+    Only the names given change: `{"vocab": None}` keeps the vocabulary whole and leaves every other default. The
+    names given come first in the table: where two dimensions of one array ask for the same mesh axis, the earlier
+    rule gets it (Flax's precedence), so e.g. `{"embed": "model"}` shards the embedding dimension of the attention
+    kernels instead of their heads.
 
     Args:
         rules: A mapping or a sequence of `(logical_name, mesh_axis)` pairs; a mesh axis of None replicates.
 
     Returns:
-        The complete table.
+        The complete table, in order of precedence.
 
     Raises:
         InputError: when an entry is not a (name, axis) pair or names an axis other than `data`, `model` or None.
     """
-    table = dict(DEFAULT_RULES)
     if rules is None:
-        return table
+        return dict(DEFAULT_RULES)
+    if not isinstance(rules, (Mapping, list, tuple)):
+        raise InputError(f"rules: {rules!r}; give a mapping {{name: mesh_axis}} or (name, mesh_axis) pairs")
+    given: dict[str, str | None] = {}
     pairs = rules.items() if isinstance(rules, Mapping) else rules
     for pair in pairs:
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], str)):
@@ -59,15 +76,26 @@ def resolve_rules(rules: Rules | None = None) -> dict[str, str | None]:
         name, axis = pair
         if axis not in (DATA, MODEL, None):
             raise InputError(f"rules: {name!r} -> {axis!r}; the mesh axes are {DATA!r} and {MODEL!r} (or None)")
-        table[name] = axis
-    return table
+        given[name] = axis
+    return {**given, **{name: axis for name, axis in DEFAULT_RULES.items() if name not in given}}
+
+
+def flax_rules(rules: Rules | None = None) -> tuple[tuple[str, str | None], ...]:
+    """The complete table (`resolve_rules`) as `(logical_name, mesh_axis)` pairs, in the form Flax's rule machinery
+    takes (`nnx.logical_axis_rules`, `flax.linen.logical_to_mesh_axes`).
+
+    Args:
+        rules: Overrides of `DEFAULT_RULES`.
+    """
+    return tuple(resolve_rules(rules).items())
 
 
 def logical_to_spec(axes: Sequence[str | None], rules: Rules | None = None, mesh: Mesh | None = None) -> PartitionSpec:
     """The `PartitionSpec` of an array whose dimensions have the logical names `axes`.
 
-    A mesh axis is used at most once per array (the first dimension that asks for it gets it), and, when `mesh` is
-    given, mesh axes of size 1 are dropped so that the spec stays valid on any mesh.
+    Resolved by `flax.linen.logical_to_mesh_axes`: a mesh axis is used at most once per array (rules earlier in the
+    table take precedence) and names without a rule stay unsharded. When `mesh` is given, rules to mesh axes of size 1
+    are dropped first, so that the spec stays valid on any mesh.
 
     Args:
         axes: One logical name (or None) per dimension.
@@ -77,17 +105,10 @@ def logical_to_spec(axes: Sequence[str | None], rules: Rules | None = None, mesh
     Returns:
         One mesh axis (or None) per dimension.
     """
-    table = resolve_rules(rules)
-    used: set[str] = set()
-    spec = []
-    for name in axes:
-        target = table.get(name) if name is not None else None
-        if target is not None and (target in used or (mesh is not None and mesh.shape.get(target, 1) == 1)):
-            target = None
-        if target is not None:
-            used.add(target)
-        spec.append(target)
-    return PartitionSpec(*spec)
+    table = flax_rules(rules)
+    if mesh is not None:
+        table = tuple((name, None if axis is None or mesh.shape.get(axis, 1) == 1 else axis) for name, axis in table)
+    return logical_to_mesh_axes(tuple(axes), table)
 
 
 def _divisible_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> PartitionSpec:
@@ -97,4 +118,4 @@ def _divisible_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> Pa
     )
 
 
-__all__ = ["DATA", "DEFAULT_RULES", "MODEL", "Rules", "logical_to_spec", "resolve_rules"]
+__all__ = ["DATA", "DEFAULT_RULES", "MODEL", "Rules", "flax_rules", "logical_to_spec", "resolve_rules"]
