@@ -351,13 +351,12 @@ def jax_forward(graphdef: Any) -> Callable:
 
 
 def flax_model_for_timing(args: argparse.Namespace, fixture: Fixture) -> Any:
-    """The fixture's model, its layers unstacked in place (no second copy of the weights) with `--unstacked`."""
-    model = fixture.flax_model()
+    """The fixture's model; with `--unstacked`, loaded again in the per-layer layout (`layers="per_layer"`)."""
     if getattr(args, "unstacked", False):
-        from xlm_flax import unstack_layers
+        from xlm_flax import XLMModel
 
-        unstack_layers(model)
-    return model
+        return XLMModel.from_pretrained(fixture.converted(), layers="per_layer")
+    return fixture.flax_model()
 
 
 def section_compile(args: argparse.Namespace, fixture: Fixture) -> dict[str, Any]:
@@ -369,8 +368,8 @@ def section_compile(args: argparse.Namespace, fixture: Fixture) -> dict[str, Any
     from xlm_flax import XLMModel
 
     result = {"batch": 1, "length": 128, "n_layers": fixture.config.n_layers}
-    for name, scan in (("scan", True), ("unrolled", False)):
-        abstract = nnx.eval_shape(lambda s=scan: XLMModel(fixture.config, rngs=nnx.Rngs(0), scan_layers=s))
+    for name in ("scan", "unrolled"):
+        abstract = nnx.eval_shape(lambda layout=name: XLMModel(fixture.config, rngs=nnx.Rngs(0), layers=layout))
         graphdef, state = nnx.split(abstract)
         ids = jax.ShapeDtypeStruct((1, 128), jnp.int32)
         start = time.perf_counter()
@@ -660,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--unstacked",
         action="store_true",
-        help="forward, latency: time xlm_flax with per-layer weights (xlm_flax.unstack_layers), not the scanned stack",
+        help="forward, latency: time xlm_flax with per-layer weights (layers='per_layer'), not the scanned stack",
     )
     return p
 

@@ -23,6 +23,7 @@ from xlm_flax import (
 )
 from xlm_flax.checkpoints.registry import MODEL_CLASSES
 from xlm_flax.errors import CheckpointError, ConfigError, InputError
+from xlm_flax.model.layers import logical_axes
 
 TOL = 1e-5
 FIGURES: dict[str, float] = {}  # largest differences seen, printed at the end with -s
@@ -348,7 +349,7 @@ def test_head_parameters_have_logical_axes(cls):
     config = XLMConfig(vocab_size=41, emb_dim=30, n_layers=2, n_heads=5, num_labels=2)
     model = nnx.eval_shape(lambda: cls(config, rngs=nnx.Rngs(0)))
     for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        axes = variable.get_metadata().get("logical_axes")
+        axes = logical_axes(variable)
         assert axes is not None and len(axes) == len(variable.shape), path
 
 
@@ -431,12 +432,12 @@ def test_head_only_arguments_are_not_passed_to_other_heads():
 
 @pytest.mark.parametrize("cls", ALL_MODELS, ids=lambda c: c.__name__)
 def test_encoder_options_reach_the_encoder_and_the_head(cls):
-    model = _tiny(cls, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, scan_layers=False, remat=True)
+    model = _tiny(cls, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, layers="unrolled", remat=True)
     encoder = model.transformer
-    assert (encoder.dtype, encoder.param_dtype, encoder.scan_layers, encoder.remat) == (
+    assert (encoder.dtype, encoder.param_dtype, encoder.layer_layout, encoder.remat) == (
         jnp.bfloat16,
         jnp.bfloat16,
-        False,
+        "unrolled",
         True,
     )
     dtypes = {v.dtype for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}

@@ -159,7 +159,7 @@ def test_jit_equals_eager(multilingual):
 def test_scan_equals_unrolled(multilingual):
     directory, torch_model = multilingual
     scanned = XLMWithLMHeadModel.from_pretrained(directory)
-    unrolled = XLMWithLMHeadModel.from_pretrained(directory, scan_layers=False)
+    unrolled = XLMWithLMHeadModel.from_pretrained(directory, layers="unrolled")
     ids, mask, langs = (jnp.asarray(a) for a in random_inputs(torch_model.config))
     a = scanned(ids, mask, langs, output_hidden_states=True)
     b = unrolled(ids, mask, langs, output_hidden_states=True)

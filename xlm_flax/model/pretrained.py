@@ -40,7 +40,7 @@ class PretrainedMixin:
             dtype: Compute dtype.
             param_dtype: Storage dtype; None keeps the checkpoint's.
             **kwargs: `placer`, `strict`, `seed` (see `xlm_flax.checkpoints.load_pretrained`) and constructor
-                arguments such as `scan_layers` and `remat`.
+                arguments such as `layers` and `remat`.
         """
         from xlm_flax.checkpoints.load import load_pretrained
 

@@ -1,7 +1,7 @@
 """Task heads on the XLM encoder, each mirroring its transformers class (module names, outputs, losses).
 
 Every head is built as `XLMForX(config, rngs=rngs, **options)` with `XLMModel`'s options (`dtype`, `param_dtype`,
-`scan_layers`, `remat`, ...) and called as `model(*args, <its own keywords>, **kwargs)` with `XLMModel.__call__`'s
+`layers`, `remat`, ...) and called as `model(*args, <its own keywords>, **kwargs)` with `XLMModel.__call__`'s
 arguments, by position or by name: the encoder's are declared and documented there only, and each head declares
 its own (`labels`, `cls_index`, `start_positions`, `end_positions`, `is_impossible`, `p_mask`).
 

@@ -104,7 +104,7 @@ class _HeadModel(PretrainedMixin, nnx.Module):
         Args:
             config: The model's hyper-parameters, the head's own fields (`num_labels`, `summary_*`, ...) included.
             rngs: Random streams for parameter initialisation (`params`).
-            **options: The encoder's options, as `XLMModel` documents them (`dtype`, `param_dtype`, `scan_layers`,
+            **options: The encoder's options, as `XLMModel` documents them (`dtype`, `param_dtype`, `layers`,
                 `remat`, ...). The head computes in the same dtypes; its logits and losses are float32.
 
         Raises:
