@@ -7,13 +7,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from flax import nnx
-from helpers import build_reference_checkpoint, random_inputs
+from helpers import build_reference_checkpoint, optional_import, random_inputs
 
 from xlm_flax import XLMWithLMHeadModel
 from xlm_flax.model.layers import LOGICAL_AXES
 from xlm_flax.model.stack import is_unstacked, unstack_layers
+
+# None without torch: the tests that use it build the PyTorch reference, and skip there.
+torch = optional_import("torch")
 
 FP32_TOL = 1e-5
 
