@@ -1,4 +1,5 @@
-"""Test-session settings and shared fixtures. The fixtures' building blocks live in `helpers.py`."""
+"""Test-session settings and shared fixtures. The fixtures' building blocks, and the gates of the optional test
+dependencies (torch, the notebook and shellcheck packages), live in `helpers.py`."""
 
 from __future__ import annotations
 
@@ -14,9 +15,32 @@ import pytest  # noqa: E402
 
 helpers.quiet_transformers()
 
+# Set by CI's run in the full environment (every optional package installed), where a skipped test is a test that
+# silently stopped running: the session then fails, listing the skips.
+FORBID_SKIPS = "XLM_FLAX_TESTS_FORBID_SKIPS"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fails a passing session that skipped anything when `FORBID_SKIPS` is set."""
+    if os.environ.get(FORBID_SKIPS) != "1" or exitstatus != pytest.ExitCode.OK:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and reporter.stats.get("skipped"):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Names the skipped tests that fail the session under `FORBID_SKIPS`, with their reasons."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if os.environ.get(FORBID_SKIPS) != "1" or not skipped:
+        return
+    terminalreporter.section(f"{FORBID_SKIPS}=1: no test may be skipped", red=True)
+    for report in skipped:
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        terminalreporter.line(f"{report.nodeid}: {reason}")
+
 
 @pytest.fixture(scope="session")
 def lm_checkpoint(tmp_path_factory):
-    """A three-language XLMWithLMHeadModel checkpoint and its PyTorch model (needs torch)."""
-    pytest.importorskip("torch", reason="the reference checkpoint is built with transformers' PyTorch XLM")
+    """A three-language XLMWithLMHeadModel checkpoint and its PyTorch model (skips without torch)."""
     return helpers.build_reference_checkpoint(tmp_path_factory.mktemp("lm"), n_langs=3)

@@ -1,18 +1,70 @@
 """Test fixtures: seeded transformers XLM checkpoints (the parity reference), the parity suite's inputs and
-configurations, and a small XLM tokenizer. torch and transformers are imported only by the functions that need them.
+configurations, a small XLM tokenizer, and the gates of the optional test dependencies. torch and transformers are
+imported only by the functions that need them.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
 import tempfile
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
+import pytest
 
 from xlm_flax.tokenization import MERGES_FILE, SPECIAL_TOKENS, VOCAB_FILE
+
+# ------------------------------------------------------------------------------------- optional test dependencies
+# The suite runs in an environment with only the project and pytest installed: every test that needs none of the
+# optional packages runs there, the others are skipped with the reason given here. Torch-only modules start with
+# `torch = pytest.importorskip("torch", reason=TORCH_REASON)`; mixed modules bind `torch = optional_import("torch")`
+# and mark their torch tests `@requires_torch`. Fixtures that build the PyTorch reference skip by themselves (through
+# `build_reference_checkpoint`); fixtures shared with torch-free tests use `build_checkpoint`.
+
+TORCH_REASON = "needs torch, for transformers' PyTorch XLM (the reference): pip install torch, or the test extra"
+
+
+def has_module(name: str) -> bool:
+    """Whether `name` is importable here (found on the path; not imported).
+
+    Args:
+        name: A top-level module name.
+    """
+    return importlib.util.find_spec(name) is not None
+
+
+def optional_import(name: str) -> ModuleType | None:
+    """`name` imported, or None where it is not installed (for modules that mix tests with and without it).
+
+    Args:
+        name: A module name.
+    """
+    return importlib.import_module(name) if has_module(name.partition(".")[0]) else None
+
+
+def requires(*modules: str, reason: str) -> pytest.MarkDecorator:
+    """A `skipif` marker: skip unless every one of `modules` is installed.
+
+    Args:
+        *modules: Top-level module names.
+        reason: Why the test needs them and how to install them (shown by `pytest -rs`).
+    """
+    missing = [m for m in modules if not has_module(m)]
+    return pytest.mark.skipif(bool(missing), reason=f"{reason} (missing: {', '.join(missing)})")
+
+
+requires_torch = pytest.mark.skipif(not has_module("torch"), reason=TORCH_REASON)
+
+
+def require_torch() -> ModuleType:
+    """torch, or a skip of the calling test, fixture or (at module level) whole module, with `TORCH_REASON`."""
+    return pytest.importorskip("torch", reason=TORCH_REASON)
+
 
 # The parity suite's tiny model: odd and prime sizes make shape bugs visible.
 TINY_CONFIG = dict(vocab_size=41, emb_dim=30, n_layers=3, n_heads=5, max_position_embeddings=13)
@@ -66,7 +118,7 @@ def build_reference_checkpoint(
     Returns:
         The directory and the PyTorch model (in eval mode).
     """
-    import torch
+    torch = require_torch()
     import transformers
 
     torch.manual_seed(seed)
@@ -191,3 +243,62 @@ def quiet_transformers() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+def build_exported_checkpoint(
+    directory: str | os.PathLike, architecture: str = "XLMWithLMHeadModel", seed: int = 0, **overrides: Any
+) -> str:
+    """Writes a checkpoint in transformers' layout without torch: our model of `reference_config(**overrides)` with
+    seeded random weights, saved by `save_pretrained(format="pytorch")`.
+
+    Biases and LayerNorm parameters are randomised too, as in `build_reference_checkpoint`.
+
+    Args:
+        directory: Where to save it; other files in it are kept.
+        architecture: A transformers XLM class name.
+        seed: Seed of the initialisation and of the bias noise.
+        **overrides: Fields of `reference_config`.
+
+    Returns:
+        The directory.
+    """
+    from flax import nnx
+
+    from xlm_flax.checkpoints.registry import MODEL_CLASSES
+    from xlm_flax.config import XLMConfig
+
+    fields = reference_config(**overrides).to_dict()
+    fields.pop("architectures")  # None in an unsaved transformers config; save_pretrained records ours
+    config = XLMConfig.from_dict(fields)
+    model = MODEL_CLASSES[architecture](config, rngs=nnx.Rngs(seed))
+    rng = np.random.default_rng(seed)
+    noisy = {
+        path: variable.replace(variable[...] + 0.1 * rng.standard_normal(variable.shape).astype(variable.dtype))
+        for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param))
+        if path[-1] in ("bias", "scale")
+    }
+    nnx.update(model, nnx.from_flat_state(noisy))
+    model.save_pretrained(directory, format="pytorch")
+    return os.fspath(directory)
+
+
+def build_checkpoint(
+    directory: str | os.PathLike, architecture: str = "XLMWithLMHeadModel", seed: int = 0, **overrides: Any
+) -> tuple[str, Any]:
+    """A transformers-layout checkpoint for fixtures shared by tests with and without torch: where torch is
+    installed, `build_reference_checkpoint`'s (written by transformers, with its PyTorch model); without torch, the
+    same configuration from `build_exported_checkpoint` and None for the model (the tests that use the model are
+    marked `requires_torch`).
+
+    Args:
+        directory: Where to save it.
+        architecture: A transformers XLM class name.
+        seed: Seed of the weights.
+        **overrides: Fields of `reference_config`.
+
+    Returns:
+        The directory and the PyTorch model, or None without torch.
+    """
+    if has_module("torch"):
+        return build_reference_checkpoint(directory, architecture, seed, **overrides)
+    return build_exported_checkpoint(directory, architecture, seed, **overrides), None

@@ -7,11 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from flax import nnx
-from helpers import build_reference_checkpoint, random_inputs
+from helpers import TORCH_REASON, build_reference_checkpoint, random_inputs
 
 from xlm_flax import XLMModel, XLMWithLMHeadModel
+
+# Every test compares with transformers' PyTorch XLM.
+torch = pytest.importorskip("torch", reason=TORCH_REASON)
 
 FP32_TOL = 1e-5
 

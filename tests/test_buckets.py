@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from helpers import DEFAULT_WORDS, build_reference_checkpoint, build_test_tokenizer
+from helpers import DEFAULT_WORDS, build_checkpoint, build_test_tokenizer
 
 from xlm_flax import Embedder
 from xlm_flax.errors import InputError
@@ -53,7 +53,7 @@ def test_prefetcher_keeps_order_and_reraises():
 
 def test_compilations_bounded_by_bucket_count(tmp_path):
     vocab_size = build_test_tokenizer(tmp_path)
-    directory, _ = build_reference_checkpoint(tmp_path, vocab_size=vocab_size, max_position_embeddings=40)
+    directory, _ = build_checkpoint(tmp_path, vocab_size=vocab_size, max_position_embeddings=40)  # torch or not
     embedder = Embedder.from_pretrained(directory)
     rng = np.random.default_rng(0)
     words = np.array(DEFAULT_WORDS)

@@ -15,16 +15,18 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
-import torch
 import transformers
 from flax import nnx
-from helpers import build_reference_checkpoint, random_inputs
+from helpers import build_checkpoint, build_reference_checkpoint, optional_import, random_inputs, requires_torch
 from safetensors.numpy import load_file, save_file
 
-from xlm_flax import XLMModel, XLMWithLMHeadModel
+from xlm_flax import XLMConfig, XLMModel, XLMWithLMHeadModel
 from xlm_flax.checkpoints.convert import convert_checkpoint
 from xlm_flax.checkpoints.sources import SafetensorsSource
 from xlm_flax.errors import CheckpointError, InputError
+
+# None without torch: the tests that use it are marked `requires_torch`, or build the PyTorch reference and skip.
+torch = optional_import("torch")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FP32_TOL = 1e-5
@@ -54,9 +56,10 @@ def _leftovers(parent) -> list[str]:
 
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
-    """(transformers directory, PyTorch model, inputs) of a three-language LM checkpoint."""
-    directory, model = build_reference_checkpoint(tmp_path_factory.mktemp("lm"), n_langs=3)
-    return directory, model, random_inputs(model.config)
+    """(transformers directory, PyTorch model, inputs) of a three-language LM checkpoint; without torch, one our
+    exporter wrote in transformers' layout, and None for the model."""
+    directory, model = build_checkpoint(tmp_path_factory.mktemp("lm"), n_langs=3)
+    return directory, model, random_inputs(XLMConfig.from_pretrained(directory))
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +90,7 @@ def test_native_round_trip_is_exact(lm, tmp_path, param_dtype):
     assert config["architectures"] == ["XLMWithLMHeadModel"]
 
 
+@requires_torch
 def test_save_pytorch_loads_in_transformers(lm, tmp_path):
     directory, torch_model, (ids, mask, langs) = lm
     model = XLMWithLMHeadModel.from_pretrained(directory)
@@ -99,6 +103,7 @@ def test_save_pytorch_loads_in_transformers(lm, tmp_path):
     assert np.max(np.abs(_flax_logits(model, ids, mask, langs) - expected)) <= FP32_TOL
 
 
+@requires_torch
 def test_pytorch_to_flax_to_pytorch_is_bit_identical(lm, tmp_path):
     directory, torch_model, _ = lm
     XLMWithLMHeadModel.from_pretrained(directory).save_pretrained(tmp_path / "pt", format="pytorch")
@@ -117,6 +122,7 @@ def test_pytorch_to_flax_to_pytorch_is_bit_identical(lm, tmp_path):
 # ------------------------------------------------------------------------------------------ transformers layouts
 
 
+@requires_torch
 def test_sharded_safetensors(lm, tmp_path):
     directory, torch_model, (ids, mask, langs) = lm
     torch_model.save_pretrained(tmp_path / "sharded", max_shard_size="40KB")
@@ -131,6 +137,7 @@ def test_sharded_safetensors(lm, tmp_path):
     assert np.max(np.abs(_flax_logits(converted, ids, mask, langs) - expected)) <= FP32_TOL
 
 
+@requires_torch
 def test_pytorch_model_bin_read_with_weights_only(lm, tmp_path, monkeypatch):
     directory, torch_model, (ids, mask, langs) = lm
     out = tmp_path / "bin"
@@ -166,6 +173,7 @@ class _Evil:
         return (os.system, (f"touch {self.path}",))
 
 
+@requires_torch  # a pytorch_model.bin of either kind is read by torch.load(weights_only=True)
 @pytest.mark.parametrize("writer", ["torch_save", "plain_pickle"])
 def test_malicious_pickle_is_refused(lm, tmp_path, writer):
     directory, torch_model, _ = lm
@@ -203,6 +211,7 @@ def test_base_checkpoint_into_lm_model_reports_fresh_tensors(base, caplog):
         XLMWithLMHeadModel.from_pretrained(directory, strict=True)
 
 
+@requires_torch
 def test_lm_checkpoint_into_base_model_reports_unused(lm, caplog):
     directory, torch_model, (ids, mask, langs) = lm
     with caplog.at_level(logging.WARNING, logger="xlm_flax"):
@@ -233,6 +242,7 @@ _NO_TORCH = textwrap.dedent(
 )
 
 
+@requires_torch  # the logits are compared with PyTorch's
 def test_converted_directory_loads_without_torch(lm, tmp_path):
     directory, torch_model, (ids, mask, langs) = lm
     (tmp_path / "tok").mkdir()
@@ -309,6 +319,7 @@ def test_missing_unexpected_and_misshaped_tensors_are_all_listed(lm, tmp_path):
         assert name in str(info.value)
 
 
+@requires_torch
 def test_existing_destination_needs_force(lm, tmp_path):
     directory, torch_model, (ids, mask, langs) = lm
     dst = tmp_path / "dst"
@@ -381,8 +392,9 @@ _PEAK = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def medium(tmp_path_factory):
-    directory, model = build_reference_checkpoint(tmp_path_factory.mktemp("medium"), **MEDIUM)
-    n_bytes = sum(p.numel() * 4 for p in model.parameters())  # parameters() lists the tied matrix once
+    directory, _ = build_checkpoint(tmp_path_factory.mktemp("medium"), **MEDIUM)
+    # Every parameter once: the file holds each, the tied output matrix once (as torch's parameters() lists it).
+    n_bytes = sum(a.size * 4 for a in load_file(os.path.join(directory, "model.safetensors")).values())
     return directory, n_bytes
 
 

@@ -10,10 +10,12 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-from helpers import build_reference_checkpoint, random_inputs
+from helpers import build_checkpoint, optional_import, random_inputs, requires_torch
 
 from xlm_flax import XLMWithLMHeadModel
+
+# None without torch: the tests that use it are marked `requires_torch`.
+torch = optional_import("torch")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +30,8 @@ def run_cli(*args) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    return build_reference_checkpoint(tmp_path_factory.mktemp("src"), n_langs=3)
+    """(transformers directory, PyTorch model); without torch, one our exporter wrote, and None for the model."""
+    return build_checkpoint(tmp_path_factory.mktemp("src"), n_langs=3)
 
 
 def _logits_diff(directory, torch_model) -> float:
@@ -42,6 +45,7 @@ def _logits_diff(directory, torch_model) -> float:
     return float(np.max(np.abs(got - expected)))
 
 
+@requires_torch
 def test_convert_with_verify(checkpoint, tmp_path):
     source, torch_model = checkpoint
     result = run_cli("convert", source, tmp_path / "out", "--verify")
@@ -55,6 +59,7 @@ def test_convert_with_verify(checkpoint, tmp_path):
     assert _logits_diff(tmp_path / "out", torch_model) <= 1e-5
 
 
+@requires_torch
 def test_convert_to_bfloat16(checkpoint, tmp_path):
     source, torch_model = checkpoint
     result = run_cli("convert", source, tmp_path / "out", "--dtype", "bfloat16")
@@ -145,6 +150,7 @@ def test_bad_dtype(bad_runs):
     assert not (work / "out").exists()
 
 
+@requires_torch
 def test_convert_script_uses_the_public_api(checkpoint, tmp_path, capsys):
     import importlib.util
 

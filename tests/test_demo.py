@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import requires_torch
 
 from xlm_flax import FillMask
 from xlm_flax.cli.main import main
@@ -56,6 +57,7 @@ def test_demo_runs_without_torch():
     assert "Traceback" not in result.stderr
 
 
+@requires_torch
 def test_demo_checks_parity_with_torch():
     lines: list[str] = []
     figures = run_demo(n_sentences=8, out=lines.append)

@@ -8,9 +8,8 @@ import logging
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from flax import nnx
-from helpers import build_reference_checkpoint, random_inputs
+from helpers import build_reference_checkpoint, optional_import, random_inputs
 
 from xlm_flax import (
     XLMConfig,
@@ -24,6 +23,9 @@ from xlm_flax import (
 from xlm_flax.checkpoints.registry import MODEL_CLASSES
 from xlm_flax.errors import CheckpointError, ConfigError, InputError
 from xlm_flax.model.layers import logical_axes
+
+# None without torch: the tests that use it build the PyTorch reference, and skip there.
+torch = optional_import("torch")
 
 TOL = 1e-5
 FIGURES: dict[str, float] = {}  # largest differences seen, printed at the end with -s

@@ -8,13 +8,15 @@ import logging
 import jax
 import numpy as np
 import pytest
-import torch
 import transformers
-from helpers import TINY_LANGS, build_reference_checkpoint, build_test_tokenizer
+from helpers import TINY_LANGS, build_checkpoint, build_test_tokenizer, optional_import, requires_torch
 
 from xlm_flax import Embedder, FillMask, make_mesh
 from xlm_flax.errors import CheckpointError, InputError, MissingFileError
 from xlm_flax.tokenization import encode_text, load_tokenizer
+
+# None without torch: the tests that use it are marked `requires_torch`.
+torch = optional_import("torch")
 
 TOL = 1e-5
 MAX_POS = 40
@@ -23,7 +25,8 @@ MASK = "<special1>"
 
 def _checkpoint(directory, **overrides):
     vocab_size = build_test_tokenizer(directory, lang2id=overrides.get("lang2id"), model_max_length=MAX_POS)
-    return build_reference_checkpoint(directory, vocab_size=vocab_size, max_position_embeddings=MAX_POS, **overrides)
+    # Without torch: a checkpoint our exporter wrote, and None for the PyTorch model.
+    return build_checkpoint(directory, vocab_size=vocab_size, max_position_embeddings=MAX_POS, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -68,27 +71,32 @@ DOUBLE = f"paris is the {MASK} of {MASK} ."
 OTHERS = [f"hello {MASK}", f"{MASK} dog sees a big red car in the old city", f"i like {MASK} and {MASK} and {MASK} ."]
 
 
+@requires_torch
 def test_fill_mask_single_mask_equals_pipeline(fill, pipe):
     _assert_same_predictions(fill(SINGLE, top_k=7), pipe(SINGLE, top_k=7))
 
 
+@requires_torch
 def test_fill_mask_several_masks_equal_pipeline(fill, pipe):
     ours = fill(DOUBLE)
     assert len(ours) == 2 and all(len(per_mask) == 5 for per_mask in ours)
     _assert_same_predictions(ours, pipe(DOUBLE))
 
 
+@requires_torch
 def test_fill_mask_list_of_mixed_lengths_equals_pipeline_in_input_order(fill, pipe):
     texts = [SINGLE, DOUBLE, *OTHERS]
     _assert_same_predictions(fill(texts, top_k=3, batch_size=2), pipe(texts, top_k=3))
 
 
+@requires_torch
 def test_fill_mask_targets_equal_pipeline(fill, pipe):
     targets = ["cat</w>", "dog</w>", "paris</w>", "mat</w>"]
     _assert_same_predictions(fill(SINGLE, targets=targets), pipe(SINGLE, targets=targets))
     _assert_same_predictions(fill(DOUBLE, targets=targets, top_k=2), pipe(DOUBLE, targets=targets, top_k=2))
 
 
+@requires_torch
 def test_fill_mask_multilingual_uses_language_ids(multi):
     directory, model = multi
     fill = FillMask.from_pretrained(directory)
@@ -155,6 +163,7 @@ def embedders(mono):
     return {pooling: Embedder.from_pretrained(mono[0], pooling=pooling) for pooling in ("mean", "first", "max")}
 
 
+@requires_torch
 @pytest.mark.parametrize("pooling", ["mean", "first", "max"])
 def test_embeddings_equal_pooled_pytorch_hidden_states(embedders, mono, pooling):
     embedder = embedders[pooling]
@@ -165,6 +174,7 @@ def test_embeddings_equal_pooled_pytorch_hidden_states(embedders, mono, pooling)
     np.testing.assert_allclose(got, expected, atol=TOL, rtol=0)
 
 
+@requires_torch
 def test_embeddings_layers_normalize_and_outputs(embedders, mono):
     embedder = embedders["mean"]
     tokenizer = embedder.tokenizer
@@ -181,6 +191,7 @@ def test_embeddings_layers_normalize_and_outputs(embedders, mono):
     assert embedder.encode([]).shape == (0, embedder.dim)
 
 
+@requires_torch  # the truncated input is compared with PyTorch's hidden states
 def test_embeddings_bad_input(embedders, mono, caplog):
     embedder = embedders["mean"]
     for layer in (4, -5, [], "last"):
@@ -205,6 +216,7 @@ def test_embeddings_bad_input(embedders, mono, caplog):
     np.testing.assert_allclose(got[:1], _reference(mono[1], None, [cut], pooling="mean"), atol=TOL, rtol=0)
 
 
+@requires_torch
 def test_languages(multi, caplog):
     directory, model = multi
     embedder = Embedder.from_pretrained(directory, pooling="first")

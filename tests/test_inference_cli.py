@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import build_reference_checkpoint, build_test_tokenizer
+from helpers import build_checkpoint, build_test_tokenizer, requires_torch
 
 from xlm_flax import Embedder, FillMask
 from xlm_flax.checkpoints.convert import convert_checkpoint
@@ -50,10 +50,11 @@ def _run(*args, stdin: bytes | None = None, **env) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """A native checkpoint directory (converted with the tokenizer files copied), as users would have."""
+    """A native checkpoint directory (converted with the tokenizer files copied), as users would have; converted
+    from one transformers wrote, or without torch from one our exporter wrote in the same layout."""
     source = tmp_path_factory.mktemp("torch")
     vocab_size = build_test_tokenizer(source, model_max_length=MAX_POS)
-    build_reference_checkpoint(source, vocab_size=vocab_size, max_position_embeddings=MAX_POS)
+    build_checkpoint(source, vocab_size=vocab_size, max_position_embeddings=MAX_POS)
     destination = tmp_path_factory.mktemp("native") / "model"
     convert_checkpoint(source, destination)
     return str(destination)
@@ -164,6 +165,7 @@ def test_bad_inputs_exit_2_with_one_line(model_dir, tmp_path):
     assert np.load(out + ".empty.npy").shape == (0, 30)
 
 
+@requires_torch  # the demo's PyTorch comparison
 def test_demo_on_another_model(model_dir):
     """`xlm-flax demo --model DIR` runs the same demo on any checkpoint, with the PyTorch comparison (torch here)."""
     code, out, err = _run("demo", "--model", model_dir, "--sentences", "16")

@@ -7,9 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from flax import nnx
-from helpers import build_reference_checkpoint, random_inputs
+from helpers import build_reference_checkpoint, optional_import, random_inputs
 
 from xlm_flax import XLMConfig, XLMModel, XLMWithLMHeadModel, make_mesh
 from xlm_flax.errors import ConfigError
@@ -17,6 +16,9 @@ from xlm_flax.model.layers import logical_axes
 from xlm_flax.model.stack import is_unstacked, stacked_parameters, stacked_path, unstack_layers
 from xlm_flax.sharding.forward import sharded_forward
 from xlm_flax.sharding.placement import init_sharded, shard_model
+
+# None without torch: the tests that use it build the PyTorch reference (the `models` fixture), and skip there (build_reference_checkpoint skips).
+torch = optional_import("torch")
 
 FP32_TOL = 1e-5
 # Between our layouts: the same arithmetic, fused differently by XLA (measured up to ~1e-7).

@@ -15,9 +15,11 @@ import re
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+from helpers import optional_import, requires
+
+nbformat = pytest.importorskip("nbformat", reason="reading notebooks needs nbformat: pip install the test extra")
+nbclient = optional_import("nbclient")
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -49,6 +51,7 @@ def _write_kernelspec(directory: Path, env: dict[str, str]) -> None:
     (spec / "kernel.json").write_text(json.dumps(kernel))
 
 
+@requires("nbclient", "ipykernel", "matplotlib", reason="running notebooks needs a kernel: pip install the test extra")
 @pytest.mark.parametrize("path, n_devices", RUNS)
 def test_notebook_runs(path, n_devices, tmp_path, monkeypatch):
     scratch = tmp_path / "tmp"
@@ -64,7 +67,7 @@ def test_notebook_runs(path, n_devices, tmp_path, monkeypatch):
     _write_kernelspec(tmp_path / "jupyter", env)
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(
+    client = nbclient.NotebookClient(
         notebook,
         kernel_name=KERNEL,
         timeout=CELL_TIMEOUT_S,

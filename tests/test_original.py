@@ -11,14 +11,16 @@ import pickle
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 import transformers
-from helpers import TINY_LANGS, build_reference_checkpoint, random_inputs
+from helpers import TINY_LANGS, TORCH_REASON, build_reference_checkpoint, random_inputs
 
 from xlm_flax import XLMConfig, XLMWithLMHeadModel
 from xlm_flax.checkpoints.original import read_original_checkpoint
 from xlm_flax.cli.main import main
 from xlm_flax.errors import CheckpointError
+
+# Original .pth files are torch pickles: reading them needs torch.
+torch = pytest.importorskip("torch", reason=TORCH_REASON)
 
 WORDS = ["hello", "wor@@", "ld", "h@@", "e@@", "l@@", "o"] + [f"w{i}" for i in range(20)]  # 27 + 14 specials = 41
 CODES = "h e 50\nl l 40\nhe ll 30\nhell o</w> 20\nw o 10\nwo r 9\nl d</w> 8\n"

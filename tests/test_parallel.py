@@ -5,9 +5,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-import torch
 from flax import nnx
-from helpers import build_reference_checkpoint, random_inputs
+from helpers import build_reference_checkpoint, optional_import, random_inputs
 from jax.sharding import PartitionSpec
 
 from xlm_flax import XLMConfig, XLMModel, XLMWithLMHeadModel, make_mesh, pmap_forward, shard_model
@@ -16,6 +15,9 @@ from xlm_flax.sharding.batch import shard_batch
 from xlm_flax.sharding.forward import sharded_forward
 from xlm_flax.sharding.placement import init_sharded, parameter_shardings
 from xlm_flax.sharding.rules import flax_rules, logical_to_spec, resolve_rules
+
+# None without torch: the tests that use it build the PyTorch reference, and skip there.
+torch = optional_import("torch")
 
 # Every sharded dimension divides 8: heads 8, mlp 4 * 32 = 128, vocab 48.
 DIVISIBLE = dict(vocab_size=48, emb_dim=32, n_heads=8, n_langs=3)

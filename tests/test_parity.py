@@ -9,11 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from flax import nnx
-from helpers import PARITY_CONFIGS, build_reference_checkpoint, random_inputs
+from helpers import PARITY_CONFIGS, TORCH_REASON, build_reference_checkpoint, random_inputs
 
 from xlm_flax import XLMModel, XLMWithLMHeadModel
+
+# Every test compares with, or reads a checkpoint of, transformers' PyTorch XLM.
+torch = pytest.importorskip("torch", reason=TORCH_REASON)
 
 FP32_TOL = 1e-5
 # Measured with `python benchmarks/parity_report.py` over this suite's whole config x input matrix (max |Flax bf16 -

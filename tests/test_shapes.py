@@ -7,13 +7,16 @@ config values are written out here (from the hub config.json files), so the pres
 from __future__ import annotations
 
 import pytest
-import torch
 import transformers
 from flax import nnx
+from helpers import TORCH_REASON
 
 from xlm_flax import XLMConfig, XLMModel, XLMWithLMHeadModel
 from xlm_flax.checkpoints.names import is_ignored_torch_name
 from xlm_flax.checkpoints.registry import model_rules, tied_torch_names
+
+# Transformers' models are built on torch's meta device.
+torch = pytest.importorskip("torch", reason=TORCH_REASON)
 
 # name: (vocab_size, emb_dim, n_layers, n_heads, n_langs, use_lang_emb), from each hub config.json.
 PUBLIC = {

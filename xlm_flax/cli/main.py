@@ -52,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments; None reads `sys.argv[1:]`.
     """
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
+    # Without torch, importing transformers logs "PyTorch was not found. Models won't be available..." (an advisory
+    # warning): nothing here needs transformers' models, and the extra stderr line would break the one-line errors.
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
