@@ -9,6 +9,7 @@ import importlib
 import importlib.util
 import json
 import os
+import struct
 import tempfile
 from collections.abc import Sequence
 from types import ModuleType
@@ -302,3 +303,26 @@ def build_checkpoint(
     if has_module("torch"):
         return build_reference_checkpoint(directory, architecture, seed, **overrides)
     return build_exported_checkpoint(directory, architecture, seed, **overrides), None
+
+
+def raw_safetensors_file(
+    directory, header: bytes | dict | list, data: bytes = b"", *, length: int | None = None
+) -> str:
+    """Writes `t.safetensors` in `directory`, byte for byte as given (for corrupt-file tests): a file of `length` (default: the header's) as 8 little-endian bytes, then the header, then `data`."""
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path = os.path.join(directory, "t.safetensors")
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw) if length is None else length) + raw + data)
+    return path
+
+
+def safe_open_tensors(path: str) -> dict[str, np.ndarray] | None:
+    """The tensors as `safetensors.safe_open` reads them, or None when it refuses the file (or cannot give a NumPy
+    array of its dtype)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="numpy") as f:
+            return {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, AttributeError, TypeError):  # AttributeError/TypeError: float8 and other non-NumPy dtypes
+        return None
