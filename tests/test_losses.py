@@ -7,12 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
+from helpers import TORCH_REASON
 
 from xlm_flax.errors import InputError
 from xlm_flax.model.losses import binary_cross_entropy_with_logits, cross_entropy, mean_squared_error
 from xlm_flax.tokens import IGNORE_INDEX
+
+torch = pytest.importorskip("torch", reason=TORCH_REASON)  # the reference of every test here
+F = torch.nn.functional
 
 TOL = 1e-5
 
