@@ -11,6 +11,11 @@ import time (`from_pretrained` / `save_pretrained` import `xlm_flax.checkpoints`
 * `lm_head`: the prediction layer and `XLMWithLMHeadModel`.
 * `heads`: the task heads, one module per task.
 * `outputs`, `losses`, `pretrained`: output dataclasses, losses, the `from_pretrained` mixin.
+
+Sub-modules (attention, FFN, prediction layer, head pieces) are built as `(config, *, dtype, param_dtype, rngs)`:
+the model's `XLMConfig`, the compute dtype, the storage dtype of the parameters, and the random streams that
+initialise them. Models (`XLMModel` and everything built on it) take `(config, *, rngs, **options)`, the options
+declared once on `XLMModel`.
 """
 
 from xlm_flax._lazy import lazy_namespace

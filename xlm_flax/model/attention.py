@@ -17,11 +17,7 @@ from xlm_flax.model.layers import Dense, DTypeLike, dropout
 class MultiHeadAttention(nnx.Module):
     """Self-attention with separate q/k/v/out projections, heads kept as their own axis.
 
-    Args:
-        config: The model's hyper-parameters.
-        dtype: Compute dtype.
-        param_dtype: Storage dtype of the parameters.
-        rngs: Random streams for parameter initialisation.
+    Built as `(config, *, dtype, param_dtype, rngs)`, the sub-module convention of `xlm_flax.model`.
     """
 
     def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):

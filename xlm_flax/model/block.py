@@ -16,11 +16,7 @@ from xlm_flax.model.layers import Dense, DTypeLike, LayerNorm, dropout
 class TransformerFFN(nnx.Module):
     """The position-wise feed-forward block: `lin2(act(lin1(x)))` with dropout.
 
-    Args:
-        config: The model's hyper-parameters.
-        dtype: Compute dtype.
-        param_dtype: Storage dtype of the parameters.
-        rngs: Random streams for parameter initialisation.
+    Built as `(config, *, dtype, param_dtype, rngs)`, the sub-module convention of `xlm_flax.model`.
     """
 
     def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):

@@ -22,11 +22,7 @@ class XLMPredLayer(nnx.Module):
     With `tie_word_embeddings` (every public checkpoint) the projection reuses the word-embedding matrix and owns
     only its bias, `pred_layer.proj.bias`; otherwise it has its own `[embed, vocab]` kernel as well.
 
-    Args:
-        config: The model's hyper-parameters.
-        dtype: Compute dtype.
-        param_dtype: Storage dtype of the parameters.
-        rngs: Random streams for parameter initialisation.
+    Built as `(config, *, dtype, param_dtype, rngs)`, the sub-module convention of `xlm_flax.model`.
     """
 
     def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):

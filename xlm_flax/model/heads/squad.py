@@ -40,11 +40,7 @@ def _apply_p_mask(x: jax.Array, p_mask: jax.Array | None) -> jax.Array:
 class PoolerStartLogits(nnx.Module):
     """SQuAD start logits: one linear map per position (transformers' `XLMPoolerStartLogits`).
 
-    Args:
-        config: The model's hyper-parameters.
-        dtype: Compute dtype.
-        param_dtype: Storage dtype of the parameters.
-        rngs: Random streams for parameter initialisation.
+    Built as `(config, *, dtype, param_dtype, rngs)`, the sub-module convention of `xlm_flax.model`.
     """
 
     def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
@@ -66,11 +62,7 @@ class PoolerEndLogits(nnx.Module):
     `dense_0` acts on `concat([hidden, start_state])`; we apply its two halves separately and add, which is the same
     map without materialising the concatenation for every (position, start) pair of the beam.
 
-    Args:
-        config: The model's hyper-parameters.
-        dtype: Compute dtype.
-        param_dtype: Storage dtype of the parameters.
-        rngs: Random streams for parameter initialisation.
+    Built as `(config, *, dtype, param_dtype, rngs)`, the sub-module convention of `xlm_flax.model`.
     """
 
     def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
@@ -114,11 +106,7 @@ class PoolerAnswerClass(nnx.Module):
     """SQuAD 2.0 answerability logit from the start state and the CLS state (transformers'
     `XLMPoolerAnswerClass`).
 
-    Args:
-        config: The model's hyper-parameters.
-        dtype: Compute dtype.
-        param_dtype: Storage dtype of the parameters.
-        rngs: Random streams for parameter initialisation.
+    Built as `(config, *, dtype, param_dtype, rngs)`, the sub-module convention of `xlm_flax.model`.
     """
 
     def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
@@ -152,11 +140,7 @@ class PoolerAnswerClass(nnx.Module):
 class SquadHead(nnx.Module):
     """The XLNet-style SQuAD head (transformers' `XLMSQuADHead`): start, end-given-start and answerability.
 
-    Args:
-        config: The model's hyper-parameters.
-        dtype: Compute dtype.
-        param_dtype: Storage dtype of the parameters.
-        rngs: Random streams for parameter initialisation.
+    Built as `(config, *, dtype, param_dtype, rngs)`, the sub-module convention of `xlm_flax.model`.
     """
 
     def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
