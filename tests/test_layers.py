@@ -16,6 +16,7 @@ from flax import nnx
 from xlm_flax import XLMConfig
 from xlm_flax.model.attention import MultiHeadAttention
 from xlm_flax.model.layers import Dense, Embed, LayerNorm, dropout
+from xlm_flax.model.masking import AttentionMask
 
 F32_TOL = 1e-5  # float32 against a float64 reference, for values of order one
 
@@ -238,7 +239,7 @@ def _inputs(batch=3, length=6, seed=9):
 
 def test_masked_positions_get_zero_weight(attention):
     x, attend = _inputs()
-    out, weights = attention(jnp.asarray(x), jnp.asarray(attend), None)
+    out, weights = attention(jnp.asarray(x), AttentionMask(allowed=jnp.asarray(attend)), None)
     out, weights = np.asarray(out), np.asarray(weights)
     expected_out, expected_weights = _numpy_attention(attention, x, attend)
     assert weights.shape == (3, CONFIG.n_heads, 6, 6) and out.shape == x.shape
@@ -250,13 +251,13 @@ def test_masked_positions_get_zero_weight(attention):
 
 def test_fully_masked_row_is_uniform_as_the_reference(attention):
     x, attend = _inputs()
-    _, weights = attention(jnp.asarray(x), jnp.asarray(attend), None)
+    _, weights = attention(jnp.asarray(x), AttentionMask(allowed=jnp.asarray(attend)), None)
     # Row 2 attends to nothing: every score is the same large negative number, so the softmax is uniform (the
     # reference's finfo.min fill gives the same), and the output is the mean of the values, not NaN.
     np.testing.assert_allclose(np.asarray(weights)[2], 1 / 6, atol=F32_TOL)
     expected_out, _ = _numpy_attention(attention, x, attend)
     for output_weights in (True, False):  # the explicit path and jax.nn.dot_product_attention
-        out, _ = attention(jnp.asarray(x), jnp.asarray(attend), None, output_weights=output_weights)
+        out, _ = attention(jnp.asarray(x), AttentionMask(allowed=jnp.asarray(attend)), None, output_weights=output_weights)
         assert np.isfinite(np.asarray(out)).all()
         np.testing.assert_allclose(np.asarray(out), expected_out, atol=F32_TOL, rtol=0, err_msg=str(output_weights))
 
@@ -265,7 +266,7 @@ def test_causal_mask_hides_the_future(attention):
     x, _ = _inputs(batch=2)
     causal = np.tril(np.ones((6, 6), bool))[None, None]  # [1, 1, T, S]
     attend = np.broadcast_to(causal, (2, 1, 6, 6))
-    out, weights = attention(jnp.asarray(x), jnp.asarray(attend), None)
+    out, weights = attention(jnp.asarray(x), AttentionMask(allowed=jnp.asarray(attend)), None)
     weights = np.asarray(weights)
     assert (weights[..., np.triu_indices(6, 1)[0], np.triu_indices(6, 1)[1]] == 0).all()
     np.testing.assert_allclose(weights[:, :, 0, 0], 1.0, atol=F32_TOL)  # the first token sees only itself

@@ -12,6 +12,7 @@ from flax import nnx
 from xlm_flax.config import XLMConfig
 from xlm_flax.model.initializers import _normal
 from xlm_flax.model.layers import Dense, DTypeLike, dropout
+from xlm_flax.model.masking import AttentionMask
 
 
 class MultiHeadAttention(nnx.Module):
@@ -33,18 +34,15 @@ class MultiHeadAttention(nnx.Module):
         self.dtype = dtype
 
     def __call__(
-        self, x: jax.Array, attend: jax.Array, key: jax.Array | None, *, output_weights: bool = True
+        self, x: jax.Array, mask: AttentionMask, key: jax.Array | None, *, output_weights: bool = True
     ) -> tuple[jax.Array, jax.Array | None]:
         """Attends over `x`.
 
         Args:
             x: `[batch, length, emb_dim]`.
-            attend: Boolean, true where attention is allowed: `[batch, 1, 1, length]` (padding) or
-                `[batch, 1, length, length]` (causal).
+            mask: What each query may attend to (`xlm_flax.model.masking`).
             key: Dropout key for the attention weights, or None when deterministic.
-            output_weights: Return the attention weights. When false and there is no attention dropout, the
-                product goes through `jax.nn.dot_product_attention`, which picks the backend's kernel (cuDNN's
-                fused attention on GPU where it applies, the same XLA einsums as below elsewhere).
+            output_weights: Return the attention weights.
 
         Returns:
             The output `[batch, length, emb_dim]` and the attention weights `[batch, heads, length, length]` (None
@@ -53,18 +51,44 @@ class MultiHeadAttention(nnx.Module):
         q = self.q_lin(x) / math.sqrt(self.head_dim)  # [B, T, N, H]; scaled before the product, as the reference
         k = self.k_lin(x)  # [B, S, N, H]
         v = self.v_lin(x)  # [B, S, N, H]
-        if not output_weights and (key is None or self.rate == 0.0):
-            # Same math as the explicit path: masked scores are replaced by a large negative number (rows with
-            # nothing to attend to become uniform, as with the reference's finfo.min) and the softmax is float32.
-            # scale=1 because q is already scaled, in the reference's order.
-            context = jax.nn.dot_product_attention(q, k, v, mask=attend, scale=1.0)
-            return self.out_lin(context), None
-        scores = jnp.einsum("BTNH,BSNH->BNTS", q, k, preferred_element_type=jnp.float32)
-        scores = jnp.where(attend, scores, jnp.finfo(scores.dtype).min)
-        weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)  # softmax always in float32
-        dropped = dropout(weights, self.rate, key)
-        context = jnp.einsum("BNTS,BSNH->BTNH", dropped, v)
+        context, weights = attention_context(
+            q, k, v, mask, rate=self.rate, key=key, output_weights=output_weights, dtype=self.dtype
+        )
         return self.out_lin(context), weights
+
+
+def attention_context(
+    q: jax.Array,  # [B, T, N, H], already scaled
+    k: jax.Array,  # [B, S, N, H]
+    v: jax.Array,  # [B, S, N, H]
+    mask: AttentionMask,
+    *,
+    rate: float,
+    key: jax.Array | None,
+    output_weights: bool,
+    dtype: DTypeLike,
+) -> tuple[jax.Array, jax.Array | None]:
+    """The attention product `softmax(q k^T) v` under `mask`: the one place where attention is computed.
+
+    Without weights to return and without attention dropout, the product goes through
+    `jax.nn.dot_product_attention`, which picks the backend's kernel (cuDNN's fused attention on GPU where it
+    applies, the same XLA einsums as below elsewhere). Otherwise the explicit einsums below run.
+
+    Both follow the reference: masked scores are replaced by a large negative number (rows with nothing to attend
+    to become uniform, as with the reference's `finfo.min`) and the softmax is float32.
+
+    Returns:
+        The context `[B, T, N, H]` and, when `output_weights`, the weights `[B, N, T, S]`.
+    """
+    if not output_weights and (key is None or rate == 0.0):
+        # scale=1 because q is already scaled, in the reference's order.
+        return jax.nn.dot_product_attention(q, k, v, mask=mask.allowed, scale=1.0), None
+    scores = jnp.einsum("BTNH,BSNH->BNTS", q, k, preferred_element_type=jnp.float32)
+    scores = jnp.where(mask.allowed, scores, jnp.finfo(scores.dtype).min)
+    weights = jax.nn.softmax(scores, axis=-1).astype(dtype)  # softmax always in float32
+    dropped = dropout(weights, rate, key)
+    context = jnp.einsum("BNTS,BSNH->BTNH", dropped, v)
+    return context, weights if output_weights else None
 
 
 __all__ = ["MultiHeadAttention"]

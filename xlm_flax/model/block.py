@@ -11,6 +11,7 @@ from xlm_flax.config import XLMConfig
 from xlm_flax.model.attention import MultiHeadAttention
 from xlm_flax.model.initializers import _normal
 from xlm_flax.model.layers import Dense, DTypeLike, LayerNorm, dropout
+from xlm_flax.model.masking import AttentionMask
 
 
 class TransformerFFN(nnx.Module):
@@ -47,7 +48,7 @@ def transformer_layer(
     norm2: LayerNorm,
     key: jax.Array | None,
     *,
-    attend: jax.Array,
+    mask: AttentionMask,
     keep: jax.Array,  # [B, T]
     rate: float,
     output_attentions: bool,
@@ -59,7 +60,7 @@ def transformer_layer(
         The block's output `[B, T, D]` and, when `output_attentions`, its attention weights `[B, N, T, S]`.
     """
     k_attention, k_output, k_ffn = (None, None, None) if key is None else jax.random.split(key, 3)
-    out, weights = attention(x, attend, k_attention, output_weights=output_attentions)
+    out, weights = attention(x, mask, k_attention, output_weights=output_attentions)
     x = norm1(x + dropout(out, rate, k_output))
     x = norm2(x + ffn(x, k_ffn))
     return x * keep[..., None], weights if output_attentions else None

@@ -25,6 +25,7 @@ from xlm_flax.model.attention import MultiHeadAttention
 from xlm_flax.model.block import TransformerFFN
 from xlm_flax.model.initializers import _normal, _sinusoidal_init, _word_embedding_init
 from xlm_flax.model.layers import DTypeLike, Embed, LayerNorm, dropout
+from xlm_flax.model.masking import AttentionMask, padding_mask, segment_mask, segment_positions
 from xlm_flax.model.outputs import BaseModelOutput
 from xlm_flax.model.pretrained import PretrainedMixin
 from xlm_flax.model.stack import _deprecated, _layer_stack, _stacked, _to_per_layer, check_layout, run_unstacked
@@ -140,6 +141,7 @@ class XLMModel(PretrainedMixin, nnx.Module):
         lengths: jax.Array | None = None,  # [batch]
         *,
         inputs_embeds: jax.Array | None = None,  # [batch, length, emb_dim], instead of input_ids
+        segment_ids: jax.Array | None = None,  # [batch, length] packed rows: sentence number, 0 = padding
         output_hidden_states: bool = False,
         output_attentions: bool = False,
         deterministic: bool = True,
@@ -156,6 +158,11 @@ class XLMModel(PretrainedMixin, nnx.Module):
             lengths: `[batch]` number of leading tokens to attend to, when no `attention_mask` is given. With
                 neither, the count of non-pad tokens of each row is used.
             inputs_embeds: Word embeddings `[batch, length, emb_dim]` to use instead of looking up `input_ids`.
+            segment_ids: Packed rows, several sentences per row: `[batch, length]` 1-based number of the sentence
+                each token belongs to, 0 on padding (segments are contiguous). Attention stays within each
+                segment (and is causal within it for a causal model), `position_ids` default to the position
+                within each segment, and every sentence's outputs equal those of the sentence alone. Replaces
+                `attention_mask` and `lengths` (give neither).
             output_hidden_states: Also return the embeddings output and every layer's output.
             output_attentions: Also return every layer's attention weights.
             deterministic: Disable dropout. When false, `rngs` must have a `dropout` stream.
@@ -184,22 +191,31 @@ class XLMModel(PretrainedMixin, nnx.Module):
         keys = self._dropout_keys(deterministic, rngs)
 
         positions = jnp.arange(length)
-        if attention_mask is not None:
-            # The reference multiplies hidden states by the mask as given and attends where it is nonzero.
-            keep = attention_mask.astype(self.dtype)
-            attend = attention_mask != 0
+        if segment_ids is not None:
+            if segment_ids.shape != (batch, length):
+                raise ValueError(
+                    f"segment_ids has shape {segment_ids.shape}; expected (batch, length) = {(batch, length)}"
+                )
+            if attention_mask is not None or lengths is not None:
+                raise ValueError("give segment_ids alone: they replace attention_mask and lengths (0 marks padding)")
+            keep = (segment_ids != 0).astype(self.dtype)
+            mask = segment_mask(segment_ids, causal=config.causal)
+            if position_ids is None:
+                position_ids = segment_positions(segment_ids)
         else:
-            if lengths is None:
-                if input_ids is not None:
-                    lengths = jnp.sum(input_ids != config.pad_index, axis=1)
-                else:
-                    lengths = jnp.full((batch,), length)
-            attend = positions[None, :] < lengths[:, None]
-            keep = attend.astype(self.dtype)
-        if config.causal:
-            attend = (positions[None, :] <= positions[:, None])[None, None, :, :]  # [1, 1, T, S]
-        else:
-            attend = attend[:, None, None, :]  # [B, 1, 1, S]
+            if attention_mask is not None:
+                # The reference multiplies hidden states by the mask as given and attends where it is nonzero.
+                keep = attention_mask.astype(self.dtype)
+                attend = attention_mask != 0
+            else:
+                if lengths is None:
+                    if input_ids is not None:
+                        lengths = jnp.sum(input_ids != config.pad_index, axis=1)
+                    else:
+                        lengths = jnp.full((batch,), length)
+                attend = positions[None, :] < lengths[:, None]
+                keep = attend.astype(self.dtype)
+            mask = padding_mask(attend, causal=config.causal)
 
         if position_ids is None:
             position_ids = positions[None, :]
@@ -215,7 +231,7 @@ class XLMModel(PretrainedMixin, nnx.Module):
 
         embedded = x
         x, layer_states, layer_weights = self._run_layers(
-            x, attend, keep, keys[1] if keys is not None else None, output_hidden_states, output_attentions
+            x, mask, keep, keys[1] if keys is not None else None, output_hidden_states, output_attentions
         )
         return BaseModelOutput(
             last_hidden_state=x,
@@ -234,7 +250,7 @@ class XLMModel(PretrainedMixin, nnx.Module):
     def _run_layers(
         self,
         x: jax.Array,  # [B, T, D]
-        attend: jax.Array,  # [B, 1, 1, S] or [1, 1, T, S]
+        mask: AttentionMask,
         keep: jax.Array,  # [B, T]
         key: jax.Array | None,
         output_hidden_states: bool,
@@ -247,7 +263,7 @@ class XLMModel(PretrainedMixin, nnx.Module):
             return run_unstacked(
                 self,
                 x,
-                attend,
+                mask,
                 keep,
                 layer_keys,
                 rate=self.config.dropout,
@@ -260,7 +276,7 @@ class XLMModel(PretrainedMixin, nnx.Module):
             graphdef,
             state,
             x,
-            attend,
+            mask,
             keep,
             layer_keys,
             rate=self.config.dropout,

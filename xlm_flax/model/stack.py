@@ -34,6 +34,7 @@ from flax.nnx import spmd
 import xlm_flax
 from xlm_flax.errors import ConfigError
 from xlm_flax.model.block import transformer_layer
+from xlm_flax.model.masking import AttentionMask
 
 # The logical name of the stacked layer axis, and the transform metadata that makes NNX add and strip it.
 LAYER_AXIS = "layers"
@@ -106,7 +107,7 @@ def _layer_stack(
     graphdef: nnx.GraphDef,
     state: nnx.State,
     x: jax.Array,  # [B, T, D]
-    attend: jax.Array,
+    mask: AttentionMask,
     keep: jax.Array,  # [B, T]
     layer_keys: jax.Array | None,  # [L, 2] or None
     *,
@@ -131,7 +132,7 @@ def _layer_stack(
             ffn,
             norm2,
             key,
-            attend=attend,
+            mask=mask,
             keep=keep,
             rate=rate,
             output_attentions=output_attentions,
@@ -204,7 +205,7 @@ def unstack_layers(model: nnx.Module) -> nnx.Module:
 def run_unstacked(
     encoder: nnx.Module,
     x: jax.Array,  # [B, T, D]
-    attend: jax.Array,  # [B, 1, 1, S] or [1, 1, T, S]
+    mask: AttentionMask,
     keep: jax.Array,  # [B, T]
     layer_keys: jax.Array | None,  # [L, 2] or None
     *,
@@ -227,7 +228,7 @@ def run_unstacked(
             ffn,
             norm2,
             key,
-            attend=attend,
+            mask=mask,
             keep=keep,
             rate=rate,
             output_attentions=output_attentions,
