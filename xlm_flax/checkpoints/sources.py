@@ -289,8 +289,7 @@ def _load_torch_file(path: str) -> Any:
     except Exception as e:  # noqa: BLE001 - torch's readers raise RuntimeError, EOFError, KeyError, TypeError, ...
         size = os.path.getsize(path)
         raise CheckpointError(
-            f"{path} ({size} bytes) is not a readable PyTorch file ({_first_line(e)}); "
-            f"{_FIX_TORCH}"
+            f"{path} ({size} bytes) is not a readable PyTorch file ({_first_line(e)}); {_FIX_TORCH}"
         ) from e
 
 
@@ -411,4 +410,12 @@ def check_shard_name(index: str, shard: str) -> None:
         )
 
 
-__all__ = ["ArraySource", "SafetensorsSource", "TensorSource", "TorchFileSource", "check_shard_name", "open_weights", "torch_to_numpy"]
+__all__ = [
+    "ArraySource",
+    "SafetensorsSource",
+    "TensorSource",
+    "TorchFileSource",
+    "check_shard_name",
+    "open_weights",
+    "torch_to_numpy",
+]
