@@ -341,9 +341,13 @@ class XLMConfig:
             ConfigError: if the file is not valid JSON or not a runnable XLM config.
         """
         try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as e:
+            with open(path, "rb") as f:
+                data = json.loads(f.read().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"{path} is not UTF-8 text (byte {e.start}); re-download or re-create the config file"
+            ) from e
+        except (json.JSONDecodeError, RecursionError) as e:
             raise ConfigError(f"{path} is not valid JSON ({e}); re-download or re-create the config file") from e
         if not isinstance(data, dict):
             raise ConfigError(f"{path} does not hold a JSON object; it is not a model config")

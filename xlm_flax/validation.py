@@ -98,12 +98,22 @@ def check_tokenizer_files(directory: str | os.PathLike) -> None:
         CheckpointError: naming the file and the problem.
     """
     directory = os.fspath(directory)
-    check_vocab_file(os.path.join(directory, "vocab.json"))
+    vocab_path = os.path.join(directory, "vocab.json")
+    check_vocab_file(vocab_path)
     check_merges_file(os.path.join(directory, "merges.txt"))
+    unk = "<unk>"
     for name in ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"):
         path = os.path.join(directory, name)
-        if os.path.isfile(path) and not isinstance(_read_json(path), dict):
+        if not os.path.isfile(path):
+            continue
+        contents = _read_json(path)
+        if not isinstance(contents, dict):
             raise CheckpointError(f"{path} is not a JSON object; {_FIX}")
+        if name != "added_tokens.json" and isinstance(contents.get("unk_token"), str):
+            unk = contents["unk_token"]
+    # Without its unknown token a tokenizer maps every piece it lacks to None instead of an id.
+    if unk not in _read_json(vocab_path):
+        raise CheckpointError(f"{vocab_path} lacks the unknown token {unk[:40]!r}; {_FIX}")
 
 
 def check_tokenizer_fits(tokenizer: Any, vocab_size: int) -> None:
