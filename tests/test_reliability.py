@@ -129,6 +129,17 @@ def test_index_file_shape_and_shard_names(tmp_path, index, problem):
         open_weights(model)
 
 
+def test_tensor_in_two_shards_is_refused(tmp_path):
+    entry = {"w": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}
+    for shard in ("a", "b"):
+        os.replace(raw_safetensors_file(tmp_path, entry, b"\1"), tmp_path / f"{shard}.safetensors")
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"w": "a.safetensors", "v": "b.safetensors"}})
+    )
+    with pytest.raises(CheckpointError, match="in two shards"):
+        open_weights(tmp_path)
+
+
 # ------------------------------------------------------------------------------------------------ torch files
 
 

@@ -218,14 +218,16 @@ def _commit(tmp: str, destination: str, *, force: bool, merge: bool) -> None:
         )
     parent, name = os.path.split(destination)
     old = None
-    if exists:
-        old = _make_temporary(parent, f".{name}.old-")
-        os.rename(destination, os.path.join(old, "previous"))
     try:
+        if exists:
+            old = _make_temporary(parent, f".{name}.old-")
+            os.rename(destination, os.path.join(old, "previous"))
         os.rename(tmp, destination)
-    except BaseException as e:
-        if old is not None and not os.path.lexists(destination):
-            os.rename(os.path.join(old, "previous"), destination)
+    except BaseException as e:  # a failed rename, or a signal between the two: put the previous contents back
+        if old is not None:
+            previous = os.path.join(old, "previous")
+            if os.path.isdir(previous) and not os.path.lexists(destination):
+                os.rename(previous, destination)
             shutil.rmtree(old, ignore_errors=True)
         if isinstance(e, OSError):
             raise InputError(

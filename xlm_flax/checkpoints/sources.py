@@ -154,6 +154,11 @@ class SafetensorsSource(TensorSource):
         for path in paths:
             reader = SafetensorsReader(path)
             for name in reader.keys():
+                if name in self._readers:  # which copy would win is arbitrary: refuse rather than guess
+                    raise CheckpointError(
+                        f"tensor {name!r} is in two shards, {self._readers[name].path} and {path}; the checkpoint is "
+                        "damaged: download it again"
+                    )
                 self._readers[name] = reader
 
     def names(self) -> list[str]:
