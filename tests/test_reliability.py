@@ -488,3 +488,70 @@ def jax_leaves(tree):
     import jax
 
     return jax.tree.leaves(tree)
+
+
+# ------------------------------------------------------------------------------------------------------ training
+
+
+@pytest.fixture(scope="module")
+def train_model(tmp_path_factory):
+    """A model directory (config + test tokenizer, no weights: --from-scratch) and a training file."""
+    pytest.importorskip("transformers", reason="the tokenizer is transformers' XLMTokenizer")
+    directory = tmp_path_factory.mktemp("train")
+    vocab_size = build_test_tokenizer(directory)
+    config = XLMConfig(**{**TINY, "vocab_size": vocab_size})
+    (directory / "config.json").write_text(config.to_json_string())
+    (directory / "train.txt").write_text("hello world\nthe cat\n" * 8)
+    return directory
+
+
+def test_train_buckets_longer_than_the_model_exit_2(train_model, tmp_path, capsys):
+    argv = ["train", str(train_model), str(train_model / "train.txt"), str(tmp_path / "out"), "--from-scratch"]
+    status, err = _main([*argv, "--buckets", "8,32", "--batch-size", "2", "--data", "1"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "max_position_embeddings=13" in err and "--buckets" in err
+
+
+def test_train_refuses_a_tokenizer_larger_than_the_model(train_model, tmp_path):
+    from xlm_flax import TrainConfig
+    from xlm_flax.training.trainer import Trainer
+
+    small = tmp_path / "small"
+    small.mkdir()
+    for name in os.listdir(train_model):
+        (small / name).write_bytes((train_model / name).read_bytes())
+    config = XLMConfig.from_json_file(small / "config.json")
+    (small / "config.json").write_text(config.replace(vocab_size=config.vocab_size - 1).to_json_string())
+    with pytest.raises(ConfigError, match="vocab_size"):
+        Trainer(
+            TrainConfig(
+                model=str(small), train_file=str(small / "train.txt"), output_dir=str(tmp_path / "o"),
+                from_scratch=True, buckets=(8,), batch_size=2, mesh_shape=(1, 1),
+            )
+        )  # fmt: skip
+
+
+def test_train_closes_the_checkpoint_manager_when_a_step_fails(train_model, tmp_path, monkeypatch):
+    from xlm_flax import TrainConfig
+    from xlm_flax.training import trainer as trainer_module
+
+    closed, close = [], trainer_module.Trainer.close
+
+    def recording_close(self):
+        closed.append(self._checkpoints is not None)
+        close(self)
+
+    monkeypatch.setattr(trainer_module.Trainer, "close", recording_close)
+
+    def failing_train(self, steps=None):
+        self._manager()  # the manager (and its threads) exist, as in a run that saved once
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trainer_module.Trainer, "train", failing_train)
+    config = TrainConfig(
+        model=str(train_model), train_file=str(train_model / "train.txt"), output_dir=str(tmp_path / "o"),
+        from_scratch=True, buckets=(8,), batch_size=2, mesh_shape=(1, 1), steps=1,
+    )  # fmt: skip
+    with pytest.raises(OSError, match="No space"):
+        trainer_module.train(config)
+    assert closed == [True]
