@@ -555,3 +555,32 @@ def test_train_closes_the_checkpoint_manager_when_a_step_fails(train_model, tmp_
     with pytest.raises(OSError, match="No space"):
         trainer_module.train(config)
     assert closed == [True]
+
+
+def test_corrupt_orbax_checkpoint_on_resume_is_one_error(train_model, tmp_path):
+    from xlm_flax import TrainConfig
+    from xlm_flax.training.trainer import Trainer
+
+    config = TrainConfig(
+        model=str(train_model), train_file=str(train_model / "train.txt"), output_dir=str(tmp_path / "o"),
+        from_scratch=True, buckets=(8,), batch_size=2, mesh_shape=(1, 1), steps=1,
+    )  # fmt: skip
+    trainer = Trainer(config)
+    try:
+        trainer.save_checkpoint()
+    finally:
+        trainer.close()
+    step_dir = tmp_path / "o" / "checkpoints" / "0"
+    damaged = 0
+    for root, _, files in os.walk(step_dir / "state"):
+        for name in files:
+            with open(os.path.join(root, name), "r+b") as f:
+                f.truncate(3)
+            damaged += 1
+    assert damaged
+    again = Trainer(config)
+    try:
+        with pytest.raises(CheckpointError, match="step 0 cannot be restored.*--no-resume"):
+            again.restore_checkpoint()
+    finally:
+        again.close()
