@@ -584,3 +584,14 @@ def test_corrupt_orbax_checkpoint_on_resume_is_one_error(train_model, tmp_path):
             again.restore_checkpoint()
     finally:
         again.close()
+
+
+def test_embed_sweeps_temporary_files_of_dead_runs(tmp_path):
+    from xlm_flax.cli.inference import _sweep_embed_leftovers
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / f".embed-{int(dead.stdout)}-abc.npy").write_bytes(b"half")
+    (tmp_path / f".embed-{os.getpid()}-abc.npy").write_bytes(b"live")  # this process: alive, left alone
+    (tmp_path / "keep.npy").write_bytes(b"output")
+    _sweep_embed_leftovers(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == [f".embed-{os.getpid()}-abc.npy", "keep.npy"]

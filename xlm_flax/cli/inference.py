@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -68,6 +69,21 @@ def _umask() -> int:
     mask = os.umask(0o022)  # the only portable way to read it; undone at once
     os.umask(mask)
     return mask
+
+
+def _sweep_embed_leftovers(directory: str) -> None:
+    """Removes the `.embed-PID-*.npy` temporary files that killed `embed` runs of dead processes left in `directory`."""
+    for name in os.listdir(directory):
+        parts = name.split("-")
+        if not (name.startswith(".embed-") and name.endswith(".npy") and len(parts) >= 3 and parts[1].isdigit()):
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
+        except (PermissionError, OverflowError):
+            continue
 
 
 def parse_layers(text: str) -> int | list[int]:
@@ -210,7 +226,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     )
     directory = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".embed-", suffix=".npy")
+    _sweep_embed_leftovers(directory)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".embed-{os.getpid()}-", suffix=".npy")
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, vectors)
