@@ -24,7 +24,7 @@ NAMES_0_1_0 = (
 
 # Layers, lowest first: a module may import (at import time) only modules of its own layer or of lower ones.
 LAYERS = (
-    ("xlm_flax._lazy", "xlm_flax.errors", "xlm_flax.tokens"),
+    ("xlm_flax._lazy", "xlm_flax.errors", "xlm_flax.tokens", "xlm_flax.validation"),
     ("xlm_flax.config", "xlm_flax.presets"),
     ("xlm_flax.model",),
     ("xlm_flax.sharding",),

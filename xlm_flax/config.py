@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -115,9 +116,16 @@ class XLMConfig:
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._check_types()
         object.__setattr__(self, "lang2id", {str(k): int(v) for k, v in dict(self.lang2id).items()})
-        object.__setattr__(self, "architectures", tuple(self.architectures))
+        object.__setattr__(self, "architectures", tuple(self.architectures or ()))
         object.__setattr__(self, "extra", dict(self.extra))
+        for field in _FLOAT_FIELDS:
+            value = getattr(self, field)
+            if value is not None:
+                object.__setattr__(self, field, float(value))
+        for field in _BOOL_FIELDS:
+            object.__setattr__(self, field, bool(getattr(self, field)))
         self._validate()
 
     def __hash__(self) -> int:
@@ -157,9 +165,47 @@ class XLMConfig:
 
     # --------------------------------------------------------------------------------------------------- validation
 
+    def _check_types(self) -> None:
+        """Refuses a field of the wrong JSON type, naming it, before anything converts or compares it."""
+
+        def refuse(field: str, expected: str) -> None:
+            value = getattr(self, field)
+            raise ConfigError(
+                f"config field {field}={_show(value)} is {_json_type(value)}; it must be {expected}: fix config.json"
+            )
+
+        for field in _INT_FIELDS:
+            value = getattr(self, field)
+            if not _is_int(value) or abs(value) > _MAX_INT:
+                refuse(field, f"an integer of at most {_MAX_INT} (token ids are int32)")
+        for field in _BOOL_FIELDS:
+            value = getattr(self, field)
+            if not isinstance(value, bool) and not (_is_int(value) and value in (0, 1)):
+                refuse(field, "true or false")
+        for field in _FLOAT_FIELDS:
+            value = getattr(self, field)
+            if not (_is_number(value) and math.isfinite(value)) and not (field in _OPTIONAL and value is None):
+                refuse(field, "a finite number")
+        for field in ("summary_type", "summary_activation"):
+            value = getattr(self, field)
+            if not isinstance(value, str) and not (field in _OPTIONAL and value is None):
+                refuse(field, "a string")
+        if not isinstance(self.lang2id, Mapping) or not all(
+            isinstance(k, str) and _is_int(v) for k, v in self.lang2id.items()
+        ):
+            refuse("lang2id", 'an object of language codes to integer ids, e.g. {"en": 0, "fr": 1}')
+        if self.architectures is not None and (
+            isinstance(self.architectures, str)
+            or not isinstance(self.architectures, list | tuple)
+            or not all(isinstance(a, str) for a in self.architectures)
+        ):
+            refuse("architectures", 'a list of class names, e.g. ["XLMWithLMHeadModel"]')
+        if not isinstance(self.extra, Mapping):
+            refuse("extra", "a mapping")
+
     def _validate(self) -> None:
         def refuse(field: str, why: str) -> None:
-            raise ConfigError(f"config field {field}={getattr(self, field)!r}: {why}")
+            raise ConfigError(f"config field {field}={_show(getattr(self, field))}: {why}")
 
         for field in ("vocab_size", "emb_dim", "n_layers", "n_heads", "n_langs", "max_position_embeddings"):
             value = getattr(self, field)
@@ -175,6 +221,24 @@ class XLMConfig:
             value = getattr(self, field)
             if not 0 <= value < self.vocab_size:
                 refuse(field, f"must be a token id in [0, vocab_size={self.vocab_size})")
+        for field in ("num_labels",):
+            if getattr(self, field) < 1:
+                refuse(field, "must be a positive integer")
+        for field in ("start_n_top", "end_n_top"):
+            if getattr(self, field) < 1:
+                refuse(field, "must be a positive beam size")
+        for field in ("dropout", "attention_dropout", "summary_first_dropout", "summary_last_dropout"):
+            value = getattr(self, field)
+            if value is not None and not 0.0 <= value < 1.0:
+                refuse(field, "must be a dropout rate in [0, 1)")
+        if not self.layer_norm_eps > 0:
+            refuse("layer_norm_eps", "must be positive (LayerNorm divides by sqrt(variance + eps))")
+        for field in ("init_std", "embed_init_std"):
+            if getattr(self, field) < 0:
+                refuse(field, "must be a non-negative standard deviation")
+        if not 0 <= self.lang_id < self.n_langs:
+            # A default language outside the table would index past the language embeddings: NaN vectors.
+            refuse("lang_id", f"must be a language id in [0, n_langs={self.n_langs})")
         bad_langs = {k: v for k, v in self.lang2id.items() if not 0 <= v < self.n_langs}
         if bad_langs:
             raise ConfigError(
@@ -206,28 +270,41 @@ class XLMConfig:
                 value = data.pop(alias)
                 # The canonical name wins when both are present (transformers resolves them the same way).
                 data.setdefault(name, value)
-        if isinstance(data.get("eos_index"), list):
-            data["eos_index"] = data["eos_index"][0]
+        eos = data.get("eos_index")
+        if isinstance(eos, list):  # some hub files give a list of end-of-sentence ids; the first is the one used
+            if not eos:
+                raise ConfigError("config field eos_index=[]: give the end-of-sentence token id, e.g. 1")
+            data["eos_index"] = eos[0]
         lang2id = data.pop("lang2id", None)
         id2lang = data.pop("id2lang", None)
+        if id2lang is not None:
+            id2lang = _language_table(id2lang)
+        if lang2id is not None and not isinstance(lang2id, dict):
+            raise ConfigError(
+                f"config field lang2id={_show(lang2id)} is {_json_type(lang2id)}; it must be an object of language "
+                'codes to integer ids, e.g. {"en": 0, "fr": 1}: fix config.json'
+            )
         if lang2id is None and id2lang:
-            lang2id = {lang: int(i) for i, lang in id2lang.items()}
+            lang2id = {lang: i for i, lang in id2lang.items()}
         elif lang2id and id2lang:
-            inverse = {lang: int(i) for i, lang in id2lang.items()}
-            if inverse != {k: int(v) for k, v in lang2id.items()}:
+            inverse = {lang: i for i, lang in id2lang.items()}
+            if inverse != lang2id:
                 raise ConfigError("config fields lang2id and id2lang disagree; fix one so that each inverts the other")
         id2label = data.get("id2label")
+        if id2label is not None and not isinstance(id2label, dict):
+            raise ConfigError(
+                f"config field id2label={_show(id2label)} is {_json_type(id2label)}; it must be an object of class ids "
+                'to label names, e.g. {"0": "negative", "1": "positive"}: fix config.json'
+            )
         if "num_labels" not in data and id2label:
             data["num_labels"] = len(id2label)
         known = {f.name for f in dataclasses.fields(cls)} - {"extra", "lang2id"}
         kwargs: dict[str, Any] = {k: data.pop(k) for k in list(data) if k in known}
         for key in ("model_type",):
             data.pop(key, None)
-        for field in ("dropout", "attention_dropout", "layer_norm_eps", "init_std", "embed_init_std"):
-            if field in kwargs and kwargs[field] is not None:
-                kwargs[field] = float(kwargs[field])
         if kwargs.get("embed_init_std") is None:
-            kwargs["embed_init_std"] = float(kwargs.get("emb_dim", cls.emb_dim)) ** -0.5
+            emb_dim = kwargs.get("emb_dim", cls.emb_dim)
+            kwargs["embed_init_std"] = float(emb_dim) ** -0.5 if _is_int(emb_dim) and emb_dim > 0 else 0.0
         if kwargs.get("summary_last_dropout") is None:
             kwargs.pop("summary_last_dropout", None)
         return cls(lang2id=lang2id or {}, extra=data, **kwargs)
@@ -264,9 +341,13 @@ class XLMConfig:
             ConfigError: if the file is not valid JSON or not a runnable XLM config.
         """
         try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as e:
+            with open(path, "rb") as f:
+                data = json.loads(f.read().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"{path} is not UTF-8 text (byte {e.start}); re-download or re-create the config file"
+            ) from e
+        except (json.JSONDecodeError, RecursionError) as e:
             raise ConfigError(f"{path} is not valid JSON ({e}); re-download or re-create the config file") from e
         if not isinstance(data, dict):
             raise ConfigError(f"{path} does not hold a JSON object; it is not a model config")
@@ -308,6 +389,107 @@ class XLMConfig:
         if key not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
         return cls.from_dict(PRESETS[key])
+
+
+_INT_FIELDS = (
+    "vocab_size",
+    "emb_dim",
+    "n_layers",
+    "n_heads",
+    "n_langs",
+    "max_position_embeddings",
+    "pad_index",
+    "eos_index",
+    "unk_index",
+    "mask_index",
+    "bos_index",
+    "lang_id",
+    "num_labels",
+    "start_n_top",
+    "end_n_top",
+)
+
+
+_BOOL_FIELDS = (
+    "use_lang_emb",
+    "sinusoidal_embeddings",
+    "causal",
+    "gelu_activation",
+    "asm",
+    "is_encoder",
+    "tie_word_embeddings",
+    "summary_use_proj",
+    "summary_proj_to_labels",
+)
+
+
+_FLOAT_FIELDS = (
+    "layer_norm_eps",
+    "dropout",
+    "attention_dropout",
+    "init_std",
+    "embed_init_std",
+    "summary_first_dropout",
+    "summary_last_dropout",
+)
+
+
+# Fields that transformers writes as `null` in some files.
+_OPTIONAL = ("summary_activation", "summary_first_dropout", "summary_last_dropout")
+
+
+def _is_int(value: Any) -> bool:
+    # JSON `true` parses to a bool, which is an int to Python but not an integer in a config.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_MAX_INT = 2**31 - 1
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of `value`'s type with its article, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def _show(value: Any, width: int = 60) -> str:
+    """`repr(value)`, shortened: a hostile config may hold a huge value."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _language_table(id2lang: Any) -> dict[int, str]:
+    """`id2lang` (`{"0": "en", ...}`) with integer ids, or a ConfigError naming the field."""
+    error = ConfigError(
+        f"config field id2lang={_show(id2lang)}: it must be an object of integer ids to language codes, e.g. "
+        '{"0": "en", "1": "fr"}: fix config.json'
+    )
+    if not isinstance(id2lang, dict):
+        raise error
+    table = {}
+    for key, lang in id2lang.items():
+        try:
+            table[int(key)] = lang
+        except (TypeError, ValueError):
+            raise error from None
+        if not isinstance(lang, str) or isinstance(key, bool):
+            raise error
+    return table
 
 
 __all__ = ["CONFIG_NAME", "XLMConfig"]

@@ -56,6 +56,9 @@ def load_tokenizer(path_or_hub_id: str | os.PathLike) -> Any:
         resolve_file(path_or_hub_id, name, required=False)  # hub ids: bring them into the same snapshot directory
     from transformers import XLMTokenizer
 
+    from xlm_flax.validation import check_tokenizer_files
+
+    check_tokenizer_files(os.path.dirname(vocab))  # transformers answers damaged files with tracebacks
     return XLMTokenizer.from_pretrained(os.path.dirname(vocab))
 
 

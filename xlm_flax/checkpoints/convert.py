@@ -139,7 +139,7 @@ def convert_checkpoint(
         ConfigError, MissingFileError, InputError: bad config, missing files, bad destination or dtype.
     """
     out_dtype = storage_dtype(dtype)
-    check_destination(destination, force=force)  # fail before the long part, not after it
+    check_destination(destination, force=force, source=source)  # fail before the long part, not after it
     source = os.fspath(source)
     config = XLMConfig.from_pretrained(source)
     tensors = open_weights(source)
@@ -149,7 +149,7 @@ def convert_checkpoint(
         architecture = infer_architecture(config, tensors)
         weights = plan_native_weights(tensors, architecture, config, out_dtype)
         log(f"converting {architecture} from {tensors.description}: {len(weights.specs)} tensors, storage {dtype}")
-        with atomic_directory(destination, force=force) as tmp:
+        with atomic_directory(destination, force=force, source=source) as tmp:
             weights.write(tmp)
             copied = copy_tokenizer_files(source, tmp)
             report = CheckpointReport.of(os.fspath(destination), architecture, "flax", weights.specs, copied)

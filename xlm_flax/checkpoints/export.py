@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
-from xlm_flax.checkpoints.files import WEIGHTS_NAME, atomic_directory, copy_tokenizer_files, write_config
+from xlm_flax.checkpoints.files import (
+    WEIGHTS_NAME,
+    atomic_directory,
+    check_destination,
+    copy_tokenizer_files,
+    write_config,
+)
 from xlm_flax.checkpoints.names import Rule
 from xlm_flax.checkpoints.plan import LoadPlan, abstract_model, flat_targets
 from xlm_flax.checkpoints.registry import architecture_of, model_class, model_rules
@@ -109,6 +115,7 @@ def export_checkpoint(
             it (missing, unexpected or mis-shaped tensors, all listed).
     """
     source = os.fspath(source)
+    check_destination(destination, force=force, source=source)  # fail before the long part, not after it
     config = XLMConfig.from_pretrained(source)
     tensors = open_weights(source)
     try:
@@ -117,7 +124,7 @@ def export_checkpoint(
         architecture = architecture_of(config)
         _, abstract_state = nnx.split(abstract_model(model_class(architecture), config))
         specs, produce = torch_tensors(tensors, architecture, config, flat_targets(abstract_state))
-        with atomic_directory(destination, force=force) as tmp:
+        with atomic_directory(destination, force=force, source=source) as tmp:
             log(f"exporting {architecture} from {tensors.description}: {len(specs)} tensors")
             write_safetensors(os.path.join(tmp, WEIGHTS_NAME), specs, produce, TORCH_METADATA)
             write_config(tmp, config, architecture, specs[0][2] if specs else None)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from xlm_flax.checkpoints.files import atomic_directory
+from xlm_flax.checkpoints.files import atomic_directory, check_destination
 from xlm_flax.checkpoints.report import CheckpointReport
 from xlm_flax.checkpoints.sources import ArraySource, torch_to_numpy
 from xlm_flax.config import XLMConfig
@@ -338,13 +338,14 @@ def convert_original(
     from xlm_flax.checkpoints.convert import plan_native_weights, storage_dtype
 
     out_dtype = storage_dtype(dtype)
+    check_destination(destination, force=force, source=source)  # fail before the long part, not after it
     merges = read_bpe_codes(codes) if codes is not None else None
     checkpoint = read_original_checkpoint(source)
     config = original_config(checkpoint)
     architecture, arrays = transformers_state(checkpoint, config)
     tensors = ArraySource(arrays, "torch", checkpoint.path)
     weights = plan_native_weights(tensors, architecture, config, out_dtype)
-    with atomic_directory(destination, force=force) as tmp:
+    with atomic_directory(destination, force=force, source=source) as tmp:
         log(f"converting original {architecture} from {checkpoint.path}: {len(weights.specs)} tensors, storage {dtype}")
         weights.write(tmp)
         written = []

@@ -154,6 +154,11 @@ class SafetensorsSource(TensorSource):
         for path in paths:
             reader = SafetensorsReader(path)
             for name in reader.keys():
+                if name in self._readers:  # which copy would win is arbitrary: refuse rather than guess
+                    raise CheckpointError(
+                        f"tensor {name!r} is in two shards, {self._readers[name].path} and {path}; the checkpoint is "
+                        "damaged: download it again"
+                    )
                 self._readers[name] = reader
 
     def names(self) -> list[str]:
@@ -213,23 +218,14 @@ class TorchFileSource(TensorSource):
                 f"{path} is a PyTorch file and reading it needs torch: pip install 'xlm-flax[torch]', "
                 "or convert a safetensors checkpoint instead"
             ) from e
-        import pickle
-
-        try:
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:  # files in torch's legacy (pre-zip) format cannot be memory-mapped
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise CheckpointError(
-                f"refusing to read {path}: it holds objects other than tensors, and unpickling them could run "
-                f"code ({str(e).splitlines()[0]}); use a safetensors checkpoint"
-            ) from e
+        state = _load_torch_file(path)
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         if not isinstance(state, dict):
             raise CheckpointError(f"{path} holds a {type(state).__name__}, not a dictionary of tensors")
         self._state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+        for name, tensor in self._state.items():
+            _check_torch_tensor(path, name, tensor)
 
     def names(self) -> list[str]:
         """Every tensor name."""
@@ -269,6 +265,79 @@ class TorchFileSource(TensorSource):
         self._state = {}
 
 
+_FIX_TORCH = "download it again, or use a safetensors checkpoint"
+
+
+def _load_torch_file(path: str) -> Any:
+    """`torch.load(path, weights_only=True)`: tensors and plain containers only, so nothing in the file can run code.
+
+    Raises:
+        CheckpointError: naming the file, for anything that is not a readable PyTorch file of tensors (empty,
+            truncated, not a zip or legacy archive, objects other than tensors, storages torch cannot rebuild).
+    """
+    import pickle
+
+    import torch
+
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # files in torch's legacy (pre-zip) format cannot be memory-mapped
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refusing to read {path}: it holds objects other than tensors, and unpickling them could run "
+            f"code ({_first_line(e)}); use a safetensors checkpoint"
+        ) from e
+    except OSError:
+        raise  # unreadable for the operating system (permissions, a directory): the CLI reports it as it is
+    except Exception as e:  # noqa: BLE001 - torch's readers raise RuntimeError, EOFError, KeyError, TypeError, ...
+        size = os.path.getsize(path)
+        raise CheckpointError(
+            f"{path} ({size} bytes) is not a readable PyTorch file ({_first_line(e)}); {_FIX_TORCH}"
+        ) from e
+
+
+# The torch dtypes that have a NumPy equivalent of the same bytes (bfloat16 through ml_dtypes).
+_TORCH_DTYPES = (
+    "float64",
+    "float32",
+    "float16",
+    "bfloat16",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint64",
+    "uint32",
+    "uint16",
+    "uint8",
+    "bool",
+)
+
+
+def _check_torch_tensor(path: str, name: str, tensor: Any) -> None:
+    """Refuses a tensor that cannot become a NumPy array of the same values (sparse, quantised, complex, float8)."""
+    import torch
+
+    if tensor.layout != torch.strided:
+        raise CheckpointError(
+            f"{path}: tensor {name!r} has layout {tensor.layout}; only dense tensors can be read: save the state "
+            f"dict with dense tensors (tensor.to_dense()), or {_FIX_TORCH}"
+        )
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    if dtype not in _TORCH_DTYPES or tensor.is_quantized:
+        raise CheckpointError(
+            f"{path}: tensor {name!r} has dtype {dtype}, which a model cannot hold; supported: "
+            f"{', '.join(_TORCH_DTYPES)}: save it in float32, or {_FIX_TORCH}"
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
 def torch_to_numpy(tensor: Any) -> np.ndarray:
     """Converts a CPU torch tensor to NumPy without an intermediate float32 copy (bfloat16 included)."""
     import torch
@@ -306,6 +375,8 @@ def open_weights(path_or_hub_id: str | os.PathLike) -> TensorSource:
         shards = sorted(set(weight_map.values()))
         if not shards:
             raise CheckpointError(f"{index} lists no shards; download it again")
+        for shard in shards:
+            check_shard_name(index, shard)
         return SafetensorsSource([resolve_file(path_or_hub_id, shard) for shard in shards], "torch")
     torch_file = resolve_file(path_or_hub_id, TORCH_WEIGHTS_NAME, required=False)
     if torch_file is not None:
@@ -316,4 +387,40 @@ def open_weights(path_or_hub_id: str | os.PathLike) -> TensorSource:
     )
 
 
-__all__ = ["ArraySource", "SafetensorsSource", "TensorSource", "TorchFileSource", "open_weights", "torch_to_numpy"]
+def check_shard_name(index: str, shard: str) -> None:
+    """Refuses a shard name of an index file that could lead outside the model directory.
+
+    A weight map is data from the checkpoint: `../../x` or `/etc/x` would read a file the user never gave.
+
+    Args:
+        index: The index file, for messages.
+        shard: A file name from its `weight_map`.
+
+    Raises:
+        CheckpointError: for an absolute name, one with `..`, or one that is not a `.safetensors` file.
+    """
+    parts = shard.replace("\\", "/").split("/")
+    if (
+        not shard
+        or os.path.isabs(shard)
+        or shard.startswith(("/", "\\"))
+        or ".." in parts
+        or "\0" in shard
+        or ":" in shard
+        or not shard.endswith(".safetensors")
+    ):
+        raise CheckpointError(
+            f"{index}: weight_map names the shard {shard[:80]!r}, which is not a .safetensors file inside the model "
+            "directory; the index is damaged or hostile: download it again"
+        )
+
+
+__all__ = [
+    "ArraySource",
+    "SafetensorsSource",
+    "TensorSource",
+    "TorchFileSource",
+    "check_shard_name",
+    "open_weights",
+    "torch_to_numpy",
+]

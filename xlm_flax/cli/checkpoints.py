@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 from xlm_flax.cli.common import PROG, UsageError, _print_err
+from xlm_flax.cli.signals import handles_termination
 
 
+@handles_termination
 def cmd_convert(args: argparse.Namespace) -> int:
     """`xlm-flax convert SRC DST`.
 
@@ -80,6 +82,7 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
     )
 
 
+@handles_termination
 def cmd_export(args: argparse.Namespace) -> int:
     """`xlm-flax export SRC DST`.
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
 
+from xlm_flax.cli.signals import handles_termination
 from xlm_flax.errors import InputError
 
 DTYPES = ("float32", "bfloat16")
@@ -26,7 +28,7 @@ def read_lines(path: str, *, keep_blank: bool = True) -> list[str]:
     """
     name = "standard input" if path == "-" else path
     if path == "-":
-        data = sys.stdin.buffer.read()
+        data = _read_stdin()
     else:
         with open(path, "rb") as f:
             data = f.read()
@@ -48,6 +50,40 @@ def read_lines(path: str, *, keep_blank: bool = True) -> list[str]:
         if keep_blank or line.strip():
             lines.append(line)
     return lines
+
+
+def _read_stdin() -> bytes:
+    """All of standard input; an InputError when there is none (started with `<&-`, or detached)."""
+    stdin = sys.stdin
+    if stdin is None or getattr(stdin, "closed", False) or not hasattr(stdin, "buffer"):
+        raise InputError("standard input is closed: give the texts as arguments or a file (--input FILE)")
+    try:
+        return stdin.buffer.read()
+    except (OSError, ValueError) as e:  # ValueError: "I/O operation on closed file"; OSError: EBADF
+        raise InputError(
+            f"cannot read standard input ({e}): give the texts as arguments or a file (--input FILE)"
+        ) from e
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it; undone at once
+    os.umask(mask)
+    return mask
+
+
+def _sweep_embed_leftovers(directory: str) -> None:
+    """Removes the `.embed-PID-*.npy` temporary files that killed `embed` runs of dead processes left in `directory`."""
+    for name in os.listdir(directory):
+        parts = name.split("-")
+        if not (name.startswith(".embed-") and name.endswith(".npy") and len(parts) >= 3 and parts[1].isdigit()):
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
+        except (PermissionError, OverflowError):
+            continue
 
 
 def parse_layers(text: str) -> int | list[int]:
@@ -163,6 +199,7 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
     )
 
 
+@handles_termination
 def cmd_embed(args: argparse.Namespace) -> int:
     """`xlm-flax embed MODEL --input FILE --output OUT.npy`.
 
@@ -189,10 +226,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
     )
     directory = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".embed-", suffix=".npy")
+    _sweep_embed_leftovers(directory)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".embed-{os.getpid()}-", suffix=".npy")
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, vectors)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's file is 0600; the output gets what open() would give it
         os.replace(tmp, args.output)
     except BaseException:
         os.unlink(tmp)

@@ -18,6 +18,7 @@ from xlm_flax.cli.common import PROG, UsageError, _Parser, _print_err
 from xlm_flax.cli.demo import add_demo, cmd_demo
 from xlm_flax.cli.inference import add_embed, add_fill_mask, cmd_embed, cmd_fill_mask
 from xlm_flax.cli.info import add_info, cmd_info
+from xlm_flax.cli.signals import exit_status
 from xlm_flax.cli.train import add_train, cmd_train
 from xlm_flax.errors import XLMFlaxError
 
@@ -70,9 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _print_err(f"{PROG}: error: {_one_line(e)}")
         return 2
-    except KeyboardInterrupt:
-        _print_err(f"{PROG}: interrupted")
-        return 130
+    except KeyboardInterrupt as e:
+        _print_err(f"{PROG}: interrupted ({e or 'Ctrl-C'})")
+        return exit_status(e)
 
 
 def _one_line(error: BaseException) -> str:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 from xlm_flax.cli.common import _print_err
+from xlm_flax.cli.signals import handles_termination
 
 
+@handles_termination
 def cmd_train(args: argparse.Namespace) -> int:
     """`xlm-flax train MODEL TRAIN_FILE OUTPUT_DIR`."""
     from xlm_flax import TrainConfig, train
@@ -21,7 +23,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         steps=args.steps,
         batch_size=args.batch_size,
         accumulation=args.accumulation,
-        buckets=tuple(int(b) for b in args.buckets.split(",")),
+        buckets=args.buckets,
         learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps,
         schedule=args.schedule,
@@ -36,6 +38,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     train(config, resume=not args.no_resume, log=_print_err)
     return 0
+
+
+def parse_lengths(text: str) -> tuple[int, ...]:
+    """Parses `--buckets`: comma-separated sequence lengths of at least 2, such as `32,64,128`.
+
+    Raises:
+        argparse.ArgumentTypeError: for anything else (the parser turns it into a one-line usage error).
+    """
+    try:
+        lengths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        lengths = ()
+    if not lengths or min(lengths) < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: give lengths of at least 2 separated by commas, e.g. 32,64,128")
+    return lengths
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -55,7 +72,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--accumulation", type=int, default=1, help="microbatches per optimiser step")
-    p.add_argument("--buckets", default="32,64,128", help="allowed sequence lengths (default: 32,64,128)")
+    p.add_argument(
+        "--buckets", default=(32, 64, 128), type=parse_lengths, help="allowed sequence lengths (default: 32,64,128)"
+    )
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--warmup-steps", type=int, default=100)
     p.add_argument("--schedule", default="linear", choices=["linear", "cosine", "constant"])
@@ -71,4 +90,4 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-resume", action="store_true", help="ignore checkpoints already in OUTPUT_DIR")
 
 
-__all__ = ["add_train", "cmd_train"]
+__all__ = ["add_train", "cmd_train", "parse_lengths"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -184,16 +185,19 @@ class Embedder(_Engine):
             from tqdm.auto import tqdm
 
             with tqdm(total=len(texts), disable=not show_progress_bar, unit="sentence", file=sys.stderr) as bar:
-                for batch, vectors in self._stream(
-                    texts,
-                    batch_size=batch_size,
-                    lang=lang,
-                    truncation=truncation,
-                    options=("embed", self.pooling, layers, bool(normalize)),
-                    build=functools.partial(_embed_kernel, self.graphdef, self.pooling, layers, bool(normalize)),
-                ):
-                    result[batch.indices] = vectors[: batch.n]
-                    bar.update(batch.n)
+                with contextlib.closing(
+                    self._stream(
+                        texts,
+                        batch_size=batch_size,
+                        lang=lang,
+                        truncation=truncation,
+                        options=("embed", self.pooling, layers, bool(normalize)),
+                        build=functools.partial(_embed_kernel, self.graphdef, self.pooling, layers, bool(normalize)),
+                    )
+                ) as stream:
+                    for batch, vectors in stream:
+                        result[batch.indices] = vectors[: batch.n]
+                        bar.update(batch.n)
         if single:
             result = result[0]
         return jnp.asarray(result) if output == "jax" else result

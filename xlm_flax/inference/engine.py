@@ -32,6 +32,7 @@ from xlm_flax.inference.batching import (
 from xlm_flax.sharding.placement import data_sharding, shard_model
 from xlm_flax.sharding.rules import DATA
 from xlm_flax.tokenization import Languages, encode_text, truncate
+from xlm_flax.validation import check_tokenizer_fits
 
 logger = logging.getLogger("xlm_flax")
 
@@ -53,6 +54,14 @@ def _check_texts(inputs: str | Sequence[str], what: str) -> tuple[list[str], boo
     return texts, False
 
 
+def _wait_quietly(outputs: Any) -> None:
+    """Blocks until `outputs` are computed, ignoring their errors (the caller is already leaving on another)."""
+    try:
+        jax.block_until_ready(outputs)
+    except Exception:  # noqa: BLE001, S110 - best effort on the way out; the original exception propagates
+        pass
+
+
 class _Engine:
     """What `FillMask` and `Embedder` share: the split model, the tokenizer, languages, buckets and the batch loop.
 
@@ -67,6 +76,7 @@ class _Engine:
         if mesh is not None:
             shard_model(model, mesh, rules)  # a no-op for parameters already placed so (from_pretrained)
         self.config: XLMConfig = model.config
+        check_tokenizer_fits(tokenizer, self.config.vocab_size)  # larger: ids past the embeddings, NaN outputs
         self.tokenizer = tokenizer
         self.mesh = mesh
         self.languages = Languages(self.config)
@@ -169,15 +179,23 @@ class _Engine:
         pending = None
         producer = self._host_batches(texts, batch_size, resolved, truncation, truncated, prepare)
         with Prefetcher(producer) as batches:
-            for batch in batches:
-                host = [batch.input_ids, batch.attention_mask, batch.langs, *batch.extra.values()]
-                key = (*options, tuple(None if a is None else a.shape for a in host))
-                outputs = self._call(key, build, [self._put(a) for a in host])
+            try:
+                for batch in batches:
+                    host = [batch.input_ids, batch.attention_mask, batch.langs, *batch.extra.values()]
+                    key = (*options, tuple(None if a is None else a.shape for a in host))
+                    outputs = self._call(key, build, [self._put(a) for a in host])
+                    if pending is not None:
+                        yield pending[0], jax.tree.map(np.asarray, pending[1])
+                    pending = (batch, outputs)
                 if pending is not None:
-                    yield pending[0], jax.tree.map(np.asarray, pending[1])
-                pending = (batch, outputs)
-            if pending is not None:
-                yield pending[0], jax.tree.map(np.asarray, pending[1])
+                    batch, outputs, pending = *pending, None
+                    yield batch, jax.tree.map(np.asarray, outputs)
+            finally:
+                # Interrupted (Ctrl-C, SIGTERM) or closed early: let the dispatched device work finish before the
+                # prefetch thread is joined and the interpreter may shut down; tearing the runtime down under
+                # running work is what can end in a segmentation fault.
+                if pending is not None:
+                    _wait_quietly(pending[1])
         if truncated:
             logger.warning(
                 "%d of %d inputs were longer than max_position_embeddings=%d tokens and were truncated (first: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Callable, Sequence
@@ -189,28 +190,31 @@ class FillMask(_Engine):
 
         kernel_k = None if target_ids is not None else k
         results: list = [None] * len(texts)
-        for batch, outputs in self._stream(
-            texts,
-            batch_size=batch_size,
-            lang=lang,
-            truncation=truncation,
-            options=("fill-mask", kernel_k),
-            build=functools.partial(_fill_mask_kernel, self.graphdef, kernel_k),
-            prepare=prepare,
-        ):
-            if target_ids is None:
-                scores, ids = outputs
-            else:
-                probs = outputs[:, :, target_ids]  # [B, K, n_targets]
-                order = np.argsort(-probs, axis=-1, kind="stable")[..., :k]
-                scores, ids = np.take_along_axis(probs, order, axis=-1), target_ids[order]
-            for row, (index, sequence) in enumerate(zip(batch.indices, batch.sequences)):
-                masks = batch.meta[row]
-                per_mask = [
-                    self._predictions(sequence, j, scores[row, m], ids[row, m], len(masks) == 1)
-                    for m, j in enumerate(masks)
-                ]
-                results[index] = per_mask[0] if len(masks) == 1 else per_mask
+        with contextlib.closing(
+            self._stream(
+                texts,
+                batch_size=batch_size,
+                lang=lang,
+                truncation=truncation,
+                options=("fill-mask", kernel_k),
+                build=functools.partial(_fill_mask_kernel, self.graphdef, kernel_k),
+                prepare=prepare,
+            )
+        ) as stream:
+            for batch, outputs in stream:
+                if target_ids is None:
+                    scores, ids = outputs
+                else:
+                    probs = outputs[:, :, target_ids]  # [B, K, n_targets]
+                    order = np.argsort(-probs, axis=-1, kind="stable")[..., :k]
+                    scores, ids = np.take_along_axis(probs, order, axis=-1), target_ids[order]
+                for row, (index, sequence) in enumerate(zip(batch.indices, batch.sequences)):
+                    masks = batch.meta[row]
+                    per_mask = [
+                        self._predictions(sequence, j, scores[row, m], ids[row, m], len(masks) == 1)
+                        for m, j in enumerate(masks)
+                    ]
+                    results[index] = per_mask[0] if len(masks) == 1 else per_mask
         return results[0] if single else results
 
     def _predictions(

@@ -24,7 +24,8 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int | jax.
         ignore_index: Label value that contributes no loss.
 
     Raises:
-        InputError: for labels that are not integers or do not match the logits' leading shape.
+        InputError: for labels that are not integers, do not match the logits' leading shape, or (when concrete,
+            outside jit) lie outside `[0, classes)` without being `ignore_index`; under jit such labels give NaN.
     """
     logits, labels = jnp.asarray(logits, jnp.float32), jnp.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
@@ -34,9 +35,21 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int | jax.
             f"labels have shape {labels.shape}; expected the logits' shape without classes, {logits.shape[:-1]}"
         )
     valid = labels != ignore_index
+    classes = logits.shape[-1]
+    # A label outside [0, classes) would be wrapped or clamped by the gather inside optax and give a finite, wrong
+    # loss. PyTorch raises for it: so do we when the labels are concrete; under jit, where nothing can raise, the
+    # loss is NaN instead, so that the step is visibly broken rather than silently wrong.
+    out_of_range = valid & ((labels < 0) | (labels >= classes))
+    if not isinstance(out_of_range, jax.core.Tracer) and bool(jnp.any(out_of_range)):
+        bad = labels[out_of_range]
+        raise InputError(
+            f"{int(bad.size)} label(s) out of range (first: {int(bad.reshape(-1)[0])}): class ids must be in "
+            f"[0, {classes}), or {int(ignore_index)} for positions without a label"
+        )
     # optax wants every label inside [0, classes): ignored ones become 0 here and their loss is masked out below.
-    per_label = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(valid, labels, 0))
-    return jnp.sum(jnp.where(valid, per_label, 0.0)) / jnp.sum(valid)
+    per_label = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(valid & ~out_of_range, labels, 0))
+    loss = jnp.sum(jnp.where(valid, per_label, 0.0)) / jnp.sum(valid)
+    return jnp.where(jnp.any(out_of_range), jnp.nan, loss)
 
 
 def binary_cross_entropy_with_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:

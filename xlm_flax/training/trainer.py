@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +22,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from xlm_flax.config import XLMConfig
-from xlm_flax.errors import InputError, MissingFileError
+from xlm_flax.errors import CheckpointError, InputError, MissingFileError
 from xlm_flax.model.heads.classification import XLMForSequenceClassification
 from xlm_flax.model.lm_head import XLMWithLMHeadModel
 from xlm_flax.sharding.mesh import make_mesh
@@ -31,6 +32,7 @@ from xlm_flax.training.config import TrainConfig
 from xlm_flax.training.data import Batch, TextBatches, read_classification_file
 from xlm_flax.training.evaluation import ClassificationMetrics, evaluate_classifier
 from xlm_flax.training.step import _identity, make_optimizer, make_train_step, mlm_prepare
+from xlm_flax.validation import check_tokenizer_fits
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class Trainer:
     ):
         self.config = config
         self.log = log or logger.info
+        check_output_dirs(config.output_dir)  # before any work: a run that cannot save must not train for hours
         data, width = config.mesh_shape
         # Explicit sizes take the first devices (a (1, 1) mesh runs on one device of many); -1 takes them all.
         self.mesh = make_mesh(data, width, devices=jax.devices()[: data * width] if data > 0 and width > 0 else None)
@@ -85,6 +88,13 @@ class Trainer:
         if model is None:
             model = self._build_model()
         self.model_config: XLMConfig = model.config
+        check_tokenizer_fits(tokenizer, self.model_config.vocab_size)
+        if max(config.buckets) > self.model_config.max_position_embeddings:
+            raise InputError(
+                f"buckets={','.join(map(str, config.buckets))}: lengths above the model's max_position_embeddings="
+                f"{self.model_config.max_position_embeddings} have no position embedding; give --buckets of at most "
+                f"{self.model_config.max_position_embeddings}"
+            )
         self.data = TextBatches(
             config.train_file,
             tokenizer,
@@ -169,6 +179,12 @@ class Trainer:
             )
         return self._checkpoints
 
+    def close(self) -> None:
+        """Waits for pending checkpoint writes and closes the checkpoint manager (its background threads)."""
+        if self._checkpoints is not None:
+            manager, self._checkpoints = self._checkpoints, None
+            manager.close()
+
     def save_checkpoint(self) -> None:
         """Saves parameters, optimiser state, step, data position and seed (orbax, atomic per step)."""
         import orbax.checkpoint as ocp
@@ -199,10 +215,23 @@ class Trainer:
             lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
             {"params": self.params, "opt_state": self.opt_state},
         )
-        restored = manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+        fix = (
+            f"delete {os.path.join(self.checkpoint_dir, str(step))} to resume from an earlier step, or pass --no-resume"
         )
+        try:
+            restored = manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+            )
+        except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many types for a damaged checkpoint
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint_dir} step {step} cannot be restored ({type(e).__name__}: {first}); {fix}"
+            ) from e
         meta = restored["meta"]
+        if not isinstance(meta, dict) or not all(
+            isinstance(meta.get(k), int) for k in ("step", "seed", "epoch", "offset")
+        ):
+            raise CheckpointError(f"checkpoint {self.checkpoint_dir} step {step} has damaged metadata; {fix}")
         if meta["seed"] != self.config.seed:
             raise InputError(
                 f"checkpoint {self.checkpoint_dir} step {step} was trained with seed {meta['seed']}, not "
@@ -304,14 +333,35 @@ def train(config: TrainConfig, *, resume: bool = True, log: Callable[[str], None
         The `Trainer`, whose `history` holds the losses.
     """
     trainer = Trainer(config, log=log)
-    if resume:
-        trainer.restore_checkpoint()
-    trainer.train()
-    path = trainer.save_model()
-    trainer.log(f"wrote {path}")
-    with open(os.path.join(config.output_dir, "train_config.json"), "w", encoding="utf-8") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2)
+    try:
+        if resume:
+            trainer.restore_checkpoint()
+        trainer.train()
+        path = trainer.save_model()
+        trainer.log(f"wrote {path}")
+        with open(os.path.join(config.output_dir, "train_config.json"), "w", encoding="utf-8") as f:
+            json.dump(dataclasses.asdict(config), f, indent=2)
+    finally:
+        # Always: the manager's threads would otherwise keep a failed run from exiting.
+        trainer.close()
     return trainer
+
+
+def check_output_dirs(output_dir: str | os.PathLike) -> None:
+    """Creates `output_dir` and `output_dir/checkpoints` and checks that files can be written in them.
+
+    Raises:
+        InputError: naming the directory that cannot be used and why.
+    """
+    for directory in (os.fspath(output_dir), os.path.join(os.fspath(output_dir), "checkpoints")):
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise InputError(f"{directory} is not a directory; give an output directory path")
+        try:
+            os.makedirs(directory, exist_ok=True)
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as e:
+            raise InputError(f"cannot write in {directory} ({e.strerror}); give a writable output directory") from e
 
 
 __all__ = ["Trainer", "train"]
