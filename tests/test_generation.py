@@ -17,6 +17,7 @@ from xlm_flax.inference.generation import Generator, _generate_kernel
 torch = optional_import("torch")
 
 N_NEW = 5
+WIDTH = 13  # max_position_embeddings of the tiny configs
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +46,14 @@ def test_transformers_mode_equals_transformers_generate(which, request):
     plain = torch_model.generate(torch.tensor(ids), max_new_tokens=N_NEW, do_sample=False).numpy()
     # An end-of-sentence id that row 0 produces second: row 0 stops early, and a one-row batch stops the loop.
     eos = int(plain[0, ids.shape[1] + 1])
-    for num_beams in (1, 3):
-        for prompt in (ids, ids[:1]):
-            expected = torch_model.generate(
-                torch.tensor(prompt), max_new_tokens=N_NEW, num_beams=num_beams, do_sample=False, eos_token_id=eos
-            ).numpy()
-            got = model.generate(prompt, max_new_tokens=N_NEW, mode="transformers", num_beams=num_beams, eos_token_id=eos)
-            assert got.shape == expected.shape, (num_beams, prompt.shape)
-            np.testing.assert_array_equal(got, expected)
-    one_row = model.generate(ids[:1], max_new_tokens=N_NEW, mode="transformers", eos_token_id=eos)
-    assert one_row.shape == (1, ids.shape[1] + 2)  # stopped at its end of sentence: shorter output
+    for num_beams, prompt in ((1, ids), (3, ids), (1, ids[:1])):
+        expected = torch_model.generate(
+            torch.tensor(prompt), max_new_tokens=N_NEW, num_beams=num_beams, do_sample=False, eos_token_id=eos
+        ).numpy()
+        got = model.generate(prompt, max_new_tokens=N_NEW, mode="transformers", num_beams=num_beams, eos_token_id=eos)
+        assert got.shape == expected.shape, (num_beams, prompt.shape)
+        np.testing.assert_array_equal(got, expected)
+    assert got.shape == (1, ids.shape[1] + 2)  # the one row stopped at its end of sentence: a shorter output
 
 
 @requires_torch
@@ -71,12 +70,18 @@ def test_transformers_mode_ignores_given_languages(masked):
 
 
 def _recompute_greedy(forward, rows: list[list[int]], langs: list[int], n: int, eos: int, pad: int) -> np.ndarray:
-    """Greedy decoding that runs the full causal forward over the whole sequence at every step, one row at a time."""
+    """Greedy decoding that runs the full causal forward over the whole sequence at every step, one row at a time.
+
+    `forward(ids, langs)` gets `[1, WIDTH]` arrays, the sequence then padding: a causal model's logits at a position
+    depend only on the tokens up to it (its mask is triangular), so one shape serves every step.
+    """
     out = []
     for row, lang in zip(rows, langs, strict=True):
         seq, done, new = list(row), False, []
         for _ in range(n):
-            token = pad if done else int(np.argmax(forward(np.array([seq]), np.full((1, len(seq)), lang))[0, -1]))
+            ids = np.full((1, WIDTH), pad)
+            ids[0, : len(seq)] = seq
+            token = pad if done else int(np.argmax(forward(ids, np.full((1, WIDTH), lang))[0, len(seq) - 1]))
             new.append(token)
             seq.append(token)
             done = done or token == eos
@@ -146,12 +151,15 @@ def test_sampling_filters_and_seed(causal):
     sampled = model.generate(ids, max_new_tokens=N_NEW, do_sample=True, top_k=3, temperature=2.0, key=key)
     again = model.generate(ids, max_new_tokens=N_NEW, do_sample=True, top_k=3, temperature=2.0, key=key)
     np.testing.assert_array_equal(sampled, again)
+    padded = np.full((2, WIDTH), model.config.pad_index)
+    padded[:, : sampled.shape[1]] = sampled
+    langs = np.full_like(padded, model.config.lang_id)  # generation's default language
+    logits = np.asarray(model(padded, langs=langs).logits)  # causal: position t sees the tokens up to t
     for row in range(2):  # every sampled token is among the 3 most likely after its prefix
         for t in range(ids.shape[1], sampled.shape[1]):
             if sampled[row, t] in (model.config.eos_index, model.config.pad_index):
                 break
-            logits = np.asarray(model(sampled[row : row + 1, :t]).logits)[0, -1]
-            assert sampled[row, t] in np.argsort(logits)[-3:]
+            assert sampled[row, t] in np.argsort(logits[row, t - 1])[-3:]
 
 
 def test_one_compilation_per_length_bucket(causal):
@@ -172,10 +180,10 @@ def test_beam_search_in_causal_mode_returns_a_likely_sequence(causal):
     greedy = model.generate(ids, max_new_tokens=3)
 
     def log_prob(seq):
-        logits = np.asarray(model(seq).logits)[0]
-        logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(
-            -1, keepdims=True
-        )
+        padded = np.full((1, WIDTH), model.config.pad_index)
+        padded[:, : seq.shape[1]] = seq
+        logits = np.asarray(model(padded, langs=np.zeros_like(padded)).logits)[0].astype(np.float64)
+        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
         return sum(logp[t - 1, seq[0, t]] for t in range(ids.shape[1], seq.shape[1]))
 
     assert beam.shape == greedy.shape

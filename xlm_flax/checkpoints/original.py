@@ -367,10 +367,15 @@ def convert_original(
     merges = read_bpe_codes(codes) if codes is not None else None
     checkpoint = read_original_checkpoint(source)
     config = original_config(checkpoint, causal=causal)
-    how = "as given" if causal is not None else "from params: clm_steps/mlm_steps" + (
-        ", causal" if _param(checkpoint.params, "causal") is not None else ""
+    how = (
+        "as given"
+        if causal is not None
+        else "from params: clm_steps/mlm_steps"
+        + (", causal" if _param(checkpoint.params, "causal") is not None else "")
     )
-    log(f"model is {'causal (CLM)' if config.causal else 'not causal (MLM)'} ({how}; override with --causal/--no-causal)")
+    log(
+        f"model is {'causal (CLM)' if config.causal else 'not causal (MLM)'} ({how}; override with --causal/--no-causal)"
+    )
     architecture, arrays = transformers_state(checkpoint, config)
     tensors = ArraySource(arrays, "torch", checkpoint.path)
     weights = plan_native_weights(tensors, architecture, config, out_dtype)

@@ -7,4 +7,7 @@
 
 from xlm_flax._lazy import lazy_namespace
 
-__getattr__, __dir__ = lazy_namespace(__name__, {"FillMask": ".fill_mask", "Embedder": ".embeddings", "Generator": ".generation", "generate": ".generation"})
+__getattr__, __dir__ = lazy_namespace(
+    __name__,
+    {"FillMask": ".fill_mask", "Embedder": ".embeddings", "Generator": ".generation", "generate": ".generation"},
+)

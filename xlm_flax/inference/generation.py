@@ -452,8 +452,13 @@ def generate(
         max_new_tokens: Most tokens to add.
         mode: `"causal"` or `"transformers"`; None picks `"causal"` for causal models, else `"transformers"` (the
             only scheme a masked-LM model can generate with).
-        do_sample, temperature, top_k, top_p: Sampling (see `GenerationSettings`); needs `key` for other seeds.
-        num_beams, length_penalty, early_stopping: Beam search (see `GenerationSettings`).
+        do_sample: Sample the next token instead of taking the most likely one (`key` seeds it).
+        temperature: Sampling temperature.
+        top_k: Sample among the `top_k` most likely tokens (0: all).
+        top_p: Sample among the smallest set of tokens whose probability reaches `top_p` (1.0: all).
+        num_beams: Beam-search width (1: no beam search).
+        length_penalty: Finished beams are scored `log_prob / generated_length ** length_penalty`.
+        early_stopping: Beam search's stopping rule: True, False (transformers' heuristic) or "never".
         langs: Language ids `[batch, length]` (`"causal"` mode); new tokens take each row's last language.
         lang: A language code for every token instead of `langs`. Neither: `config.lang_id`.
         attention_mask: `[batch, length]`, 1 on tokens, 0 on left padding (`"causal"` mode).
