@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from functools import partial
 
 import numpy as np
 from flax import nnx
@@ -58,14 +59,19 @@ def main() -> None:
         with torch.no_grad():
             theirs.generate(torch.tensor(ids), max_new_tokens=2, do_sample=False)  # warm-up, not timed
             ref, t_ref = _timed(
-                lambda: theirs.generate(
-                    torch.tensor(ids), max_new_tokens=args.new_tokens, do_sample=False, eos_token_id=eos
-                ).numpy()
+                partial(
+                    theirs.generate,
+                    torch.tensor(ids),
+                    max_new_tokens=args.new_tokens,
+                    do_sample=False,
+                    eos_token_id=eos,
+                )
             )
+            ref = ref.numpy()
         n_ref = batch * (ref.shape[1] - args.prompt)
         line = f"  batch {batch}: transformers {n_ref / t_ref:8.1f} tok/s"
         for mode in ("causal", "transformers"):
-            run = lambda mode=mode: ours.generate(ids, max_new_tokens=args.new_tokens, mode=mode, eos_token_id=eos)
+            run = partial(ours.generate, ids, max_new_tokens=args.new_tokens, mode=mode, eos_token_id=eos)
             _, first = _timed(run)
             out, steady = _timed(run)
             n = batch * (out.shape[1] - args.prompt)
