@@ -18,6 +18,7 @@ from xlm_flax import XLMConfig, XLMWithLMHeadModel
 from xlm_flax.checkpoints.original import read_original_checkpoint
 from xlm_flax.cli.main import main
 from xlm_flax.errors import CheckpointError
+from xlm_flax.tokenization import encode_text, load_tokenizer
 
 # Original .pth files are torch pickles: reading them needs torch.
 torch = pytest.importorskip("torch", reason=TORCH_REASON)
@@ -121,10 +122,56 @@ def test_tokenizer_from_vocabulary_and_codes(reference, tmp_path):
     assert main(["convert", source, str(destination), "--codes", codes]) == 0
     tokenizer = transformers.XLMTokenizer.from_pretrained(destination)
     id2word = _id2word()
-    expected = [0, WORDS.index("hello") + 14, WORDS.index("wor@@") + 14, WORDS.index("ld") + 14, 1]
-    assert [id2word[i] for i in expected] == ["<s>", "hello", "wor@@", "ld", "</s>"]
+    expected = [1, WORDS.index("hello") + 14, WORDS.index("wor@@") + 14, WORDS.index("ld") + 14, 1]
+    # Framed as the original code frames every sentence: `</s> ... </s>` ("we use <EOS> for <BOS> everywhere").
+    assert [id2word[i] for i in expected] == ["</s>", "hello", "wor@@", "ld", "</s>"]
     assert tokenizer("Hello World")["input_ids"] == expected  # lowercased, as the default tokenizer config says
     assert tokenizer.lang2id == TINY_LANGS
+    # Everything of ours that adds special tokens goes through the tokenizer's framing (fill-mask, embed, generate)
+    # or its encode (training data): the same ids.
+    ours = load_tokenizer(destination)
+    assert encode_text(ours, "Hello World", "en") == expected
+    assert ours.encode("Hello World") == expected
+
+
+@pytest.fixture(scope="module")
+def causal_reference(tmp_path_factory):
+    _, torch_model = build_reference_checkpoint(tmp_path_factory.mktemp("clm"), n_langs=3, causal=True)
+    return torch_model
+
+
+@pytest.mark.parametrize("override", [None, "--causal", "--no-causal"])
+def test_clm_only_checkpoint_converts_causal(causal_reference, tmp_path, capsys, override):
+    # The original trainer records the objective only in clm_steps / mlm_steps; params never hold `causal`.
+    source = _original_file(tmp_path / "clm.pth", causal_reference, mlm_steps=[], clm_steps=[("en", None)])
+    destination = tmp_path / "converted"
+    assert main(["convert", source, str(destination), *([override] if override else [])]) == 0
+    err = capsys.readouterr().err
+    causal = override != "--no-causal"
+    config = XLMConfig.from_pretrained(destination)
+    assert config.causal is causal
+    assert ("model is causal (CLM)" if causal else "model is not causal (MLM)") in err
+    assert ("as given" in err) == (override is not None)
+    if causal:  # the converted model is transformers' causal model
+        ours = XLMWithLMHeadModel.from_pretrained(destination)
+        ids, _, langs = random_inputs(causal_reference.config)
+        with torch.no_grad():
+            expected = causal_reference(input_ids=torch.from_numpy(ids), langs=torch.from_numpy(langs)).logits
+        got = ours(jnp.asarray(ids), langs=jnp.asarray(langs)).logits
+        assert float(np.max(np.abs(np.asarray(got) - expected.numpy()))) <= 1e-5
+
+
+def test_mlm_checkpoint_converts_not_causal(reference, tmp_path, capsys):
+    torch_model, _ = reference
+    source = _original_file(tmp_path / "mlm.pth", torch_model, clm_steps=[("en", None)])  # MLM and CLM steps
+    assert main(["convert", source, str(tmp_path / "out")]) == 0
+    assert "model is not causal (MLM) (from params" in capsys.readouterr().err
+    assert XLMConfig.from_pretrained(tmp_path / "out").causal is False
+
+
+def test_causal_flag_needs_an_original_checkpoint(tmp_path, capsys):
+    assert main(["convert", str(tmp_path), str(tmp_path / "out"), "--no-causal"]) == 2
+    assert "--causal/--no-causal apply only" in capsys.readouterr().err
 
 
 def test_without_codes_writes_no_tokenizer(reference, tmp_path, capsys):

@@ -39,6 +39,9 @@ from xlm_flax.tokens import N_SPECIAL_TOKENS, SPECIAL_INDICES
 # The original code's fixed LayerNorm epsilon (its special words are `xlm_flax.tokens.SPECIAL_TOKENS`).
 ORIGINAL_LAYER_NORM_EPS = 1e-12
 
+# The token that opens every sentence in the original code ("we use <EOS> for <BOS> everywhere").
+ORIGINAL_BOS_TOKEN = "</s>"
+
 
 def original_safe_globals() -> list:
     """The classes an original checkpoint may need beyond tensors and plain containers: `argparse.Namespace` (for
@@ -146,11 +149,28 @@ def _param(params: Mapping[str, Any], *names: str, default: Any = None) -> Any:
     return default
 
 
-def original_config(checkpoint: OriginalCheckpoint) -> XLMConfig:
+def original_causal(params: Mapping[str, Any]) -> bool:
+    """Whether an original checkpoint is a causal (CLM) model.
+
+    The original code never stores `causal` in `params`: causality is an argument of each forward call, and every
+    CLM use passes `causal=True`. The objective is recorded only in `clm_steps` / `mlm_steps`, so a checkpoint
+    trained with CLM steps and no MLM steps is causal. An explicit `causal` in `params` (some forks write it) wins.
+
+    Args:
+        params: The checkpoint's `params`.
+    """
+    declared = _param(params, "causal")
+    if declared is not None:
+        return bool(declared)
+    return bool(_param(params, "clm_steps", default=())) and not _param(params, "mlm_steps", default=())
+
+
+def original_config(checkpoint: OriginalCheckpoint, *, causal: bool | None = None) -> XLMConfig:
     """The `XLMConfig` of an original checkpoint, from its `params` checked against its tensor shapes.
 
     Args:
         checkpoint: The checkpoint read by `read_original_checkpoint`.
+        causal: Whether the model is causal; None decides from `params` (`original_causal`).
 
     Raises:
         ConfigError: `params` lacks `n_heads`, or disagrees with the tensors, or describes a model this port cannot
@@ -192,7 +212,7 @@ def original_config(checkpoint: OriginalCheckpoint) -> XLMConfig:
         n_langs=n_langs,
         use_lang_emb=bool(_param(params, "use_lang_emb", default=True)),
         sinusoidal_embeddings=bool(_param(params, "sinusoidal_embeddings", default=False)),
-        causal=bool(_param(params, "causal", default=False)),
+        causal=original_causal(params) if causal is None else bool(causal),
         asm=bool(_param(params, "asm", default=False)),
         gelu_activation=bool(_param(params, "gelu_activation", default=False)),  # the original option's default
         max_position_embeddings=int(state["position_embeddings.weight"].shape[0]),
@@ -293,6 +313,9 @@ def write_tokenizer_files(
         f.write("".join(line + "\n" for line in codes))  # XLMTokenizer drops whatever follows the last newline
     tokenizer_config: dict[str, Any] = {
         "tokenizer_class": "XLMTokenizer",
+        # The original frames every sentence as `</s> w1 ... wn </s>` ("we use <EOS> for <BOS> everywhere"), so the
+        # sentence-opening token (XLMTokenizer's `bos_token`) is `</s>` for its models, not transformers' `<s>`.
+        "bos_token": ORIGINAL_BOS_TOKEN,
         "do_lowercase_and_remove_accent": lowercase,
         "model_max_length": config.max_position_embeddings,
     }
@@ -313,6 +336,7 @@ def convert_original(
     dtype: str = "float32",
     force: bool = False,
     lowercase: bool = True,
+    causal: bool | None = None,
     log: Callable[[str], Any] = lambda message: None,
 ) -> CheckpointReport:
     """Converts an original facebookresearch/XLM `.pth` checkpoint into a native checkpoint directory.
@@ -325,6 +349,8 @@ def convert_original(
         force: Replace a non-empty `destination` (only once the new directory is complete).
         lowercase: Whether the tokenizer lowercases and strips accents (true for the English, pair and XNLI-15
             models; false for XLM-17 and XLM-100).
+        causal: Convert as a causal (CLM) model or not; None decides from `params` (`original_causal`: CLM steps
+            and no MLM steps). The choice is logged.
         log: Called with progress lines.
 
     Returns:
@@ -341,7 +367,16 @@ def convert_original(
     check_destination(destination, force=force, source=source)  # fail before the long part, not after it
     merges = read_bpe_codes(codes) if codes is not None else None
     checkpoint = read_original_checkpoint(source)
-    config = original_config(checkpoint)
+    config = original_config(checkpoint, causal=causal)
+    how = (
+        "as given"
+        if causal is not None
+        else "from params: clm_steps/mlm_steps"
+        + (", causal" if _param(checkpoint.params, "causal") is not None else "")
+    )
+    log(
+        f"model is {'causal (CLM)' if config.causal else 'not causal (MLM)'} ({how}; override with --causal/--no-causal)"
+    )
     architecture, arrays = transformers_state(checkpoint, config)
     tensors = ArraySource(arrays, "torch", checkpoint.path)
     weights = plan_native_weights(tensors, architecture, config, out_dtype)
@@ -366,11 +401,13 @@ def is_original_checkpoint(path: str | os.PathLike) -> bool:
 
 
 __all__ = [
+    "ORIGINAL_BOS_TOKEN",
     "ORIGINAL_LAYER_NORM_EPS",
     "OriginalCheckpoint",
     "bpe_vocabulary",
     "convert_original",
     "is_original_checkpoint",
+    "original_causal",
     "original_config",
     "original_safe_globals",
     "read_bpe_codes",

@@ -28,10 +28,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             force=args.force,
             lowercase=not args.cased,
+            causal=args.causal,
             log=_print_err,
         )
-    elif args.codes is not None or args.cased:
-        raise UsageError(f"{PROG} convert: --codes and --cased apply only to an original XLM .pth file")
+    elif args.codes is not None or args.cased or args.causal is not None:
+        raise UsageError(
+            f"{PROG} convert: --codes, --cased and --causal/--no-causal apply only to an original XLM .pth file"
+        )
     else:
         report = convert_checkpoint(
             args.source, args.destination, dtype=args.dtype, force=args.force, verify=args.verify, log=_print_err
@@ -79,6 +82,13 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
         "--cased",
         action="store_true",
         help="original XLM .pth only: the tokenizer keeps case and accents (XLM-17, XLM-100)",
+    )
+    convert.add_argument(
+        "--causal",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="original XLM .pth only: convert as a causal (CLM) model or not (default: causal when params have "
+        "clm_steps and no mlm_steps, as the original trainer records the objective; the choice is printed)",
     )
 
 

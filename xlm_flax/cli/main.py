@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from xlm_flax.cli.checkpoints import add_convert, add_export, cmd_convert, cmd_export
 from xlm_flax.cli.common import PROG, UsageError, _Parser, _print_err
 from xlm_flax.cli.demo import add_demo, cmd_demo
+from xlm_flax.cli.generate import add_generate, cmd_generate
 from xlm_flax.cli.inference import add_embed, add_fill_mask, cmd_embed, cmd_fill_mask
 from xlm_flax.cli.info import add_info, cmd_info
 from xlm_flax.cli.signals import exit_status
@@ -28,6 +29,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], None], Callable
     "export": (add_export, cmd_export),
     "fill-mask": (add_fill_mask, cmd_fill_mask),
     "embed": (add_embed, cmd_embed),
+    "generate": (add_generate, cmd_generate),
     "info": (add_info, cmd_info),
     "demo": (add_demo, cmd_demo),
     "train": (add_train, cmd_train),

@@ -98,5 +98,18 @@ class XLMWithLMHeadModel(_HeadModel):
         loss = cross_entropy(logits, labels) if labels is not None else None
         return MaskedLMOutput(logits=logits, loss=loss, hidden_states=out.hidden_states, attentions=out.attentions)
 
+    def generate(self, input_ids: Any, *, max_new_tokens: int, **options: Any) -> Any:
+        """Generates continuations of `input_ids` (`[batch, length]`): greedy, sampling or beam search, the whole
+        loop compiled once per shape bucket. `mode="causal"` (the default for causal models) is next-token
+        generation with a key/value cache; `mode="transformers"` is transformers' own `generate()`, token for
+        token. See `xlm_flax.inference.generation.generate` for every option.
+
+        Returns:
+            `[batch, length + generated]` int32 numpy token ids.
+        """
+        from xlm_flax.inference.generation import generate  # the model layer imports no higher layer at import
+
+        return generate(self, input_ids, max_new_tokens=max_new_tokens, **options)
+
 
 __all__ = ["XLMPredLayer", "XLMWithLMHeadModel"]
