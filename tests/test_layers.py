@@ -257,7 +257,9 @@ def test_fully_masked_row_is_uniform_as_the_reference(attention):
     np.testing.assert_allclose(np.asarray(weights)[2], 1 / 6, atol=F32_TOL)
     expected_out, _ = _numpy_attention(attention, x, attend)
     for output_weights in (True, False):  # the explicit path and jax.nn.dot_product_attention
-        out, _ = attention(jnp.asarray(x), AttentionMask(allowed=jnp.asarray(attend)), None, output_weights=output_weights)
+        out, _ = attention(
+            jnp.asarray(x), AttentionMask(allowed=jnp.asarray(attend)), None, output_weights=output_weights
+        )
         assert np.isfinite(np.asarray(out)).all()
         np.testing.assert_allclose(np.asarray(out), expected_out, atol=F32_TOL, rtol=0, err_msg=str(output_weights))
 
