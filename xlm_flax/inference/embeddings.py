@@ -113,7 +113,7 @@ class Embedder(_Engine):
 
     Example:
         >>> emb = Embedder.from_pretrained("./xlm-en-2048", pooling="mean")
-        >>> emb.encode(["a first sentence .", "another one ."], normalize=True).shape
+        >>> emb.encode(["a first sentence .", "another one ."], normalize_embeddings=True).shape
         (2, 2048)
     """
 
