@@ -185,7 +185,7 @@ def test_embeddings_layers_normalize_and_outputs(embedders, mono):
     np.testing.assert_allclose(
         got, _reference(mono[1], tokenizer, SENTENCES, pooling="mean", layers=(0, -1, 2)), atol=TOL
     )
-    single = embedder.encode("hello", output="jax")
+    single = embedder.encode("hello", convert_to_tensor=True)
     assert isinstance(single, jax.Array) and single.shape == (embedder.dim,)
     np.testing.assert_allclose(np.asarray(single), embedder.encode(["hello"])[0], atol=TOL)
     assert embedder.encode([]).shape == (0, embedder.dim)
@@ -197,8 +197,8 @@ def test_embeddings_bad_input(embedders, mono, caplog):
     for layer in (4, -5, [], "last"):
         with pytest.raises(InputError, match="layer"):
             embedder.encode(["hello"], layer=layer)
-    with pytest.raises(InputError, match="output"):
-        embedder.encode(["hello"], output="torch")
+    with pytest.raises(InputError, match="output_value"):
+        embedder.encode(["hello"], output_value="torch")
     with pytest.raises(InputError, match="input 1"):
         embedder.encode(["hello", 3])
     with pytest.raises(InputError, match="batch_size"):

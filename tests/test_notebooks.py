@@ -99,3 +99,27 @@ def test_notebook_committed_clean(path):
     assert len(parameters) == 1 and re.search(r"^MODEL = None\b", parameters[0].source, re.M), (
         f"{path.name}: needs one cell tagged 'parameters' with `MODEL = None`"
     )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_install_cell_uses_the_clone_or_says_what_to_do(path, tmp_path, monkeypatch):
+    """The install cell, run as if xlm_flax were missing: from the clone it pip-installs that clone (editable); from
+    anywhere else it stops with a message saying to copy the repository first (no URL that may not exist)."""
+    import importlib.util
+    import subprocess
+
+    setup = next(c for c in nbformat.read(path, 4).cells if c.cell_type == "code").source
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "xlm_flax" else find_spec(name, *a)
+    )
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: calls.append(command))
+    monkeypatch.chdir(path.parent)  # opened from the clone's notebooks/ folder
+    exec(compile(setup, path.name, "exec"), {"__name__": "__main__"})
+    assert len(calls) == 1 and calls[0][1:6] == ["-m", "pip", "install", "-q", "-e"], calls
+    assert calls[0][6] == str(path.parent.parent), calls
+    monkeypatch.chdir(tmp_path)  # somewhere else, e.g. a fresh Colab runtime
+    with pytest.raises(SystemExit, match="not opened from a clone.*copy the repository"):
+        exec(compile(setup, path.name, "exec"), {"__name__": "__main__"})
+    assert len(calls) == 1

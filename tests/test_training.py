@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import string
+import time
 
 import jax
 import jax.numpy as jnp
@@ -338,3 +339,28 @@ def test_classification_num_labels_from_data_or_config(tokenizer_dir, tmp_path):
 def test_classification_file_errors(line, message, tmp_path):
     with pytest.raises(InputError, match=message):
         read_classification_file(_write(tmp_path / "bad.tsv", ["abd .\t0", line]))
+
+
+def test_compilation_is_announced_and_left_out_of_throughput(tokenizer_dir, text_file, tmp_path, monkeypatch, capsys):
+    model = XLMWithLMHeadModel(tiny_config(), rngs=nnx.Rngs(params=0))
+    config = _train_config(tokenizer_dir, text_file, tmp_path, steps=4, log_every=2, buckets=(32,))
+    lines = []
+    trainer = Trainer(config, model=model, log=lines.append)
+    compile_step = Trainer._compile
+    pause = 2.0
+
+    def slow_compile(self, args):  # a compilation that takes `pause` seconds more
+        seconds = compile_step(self, args)
+        time.sleep(pause)
+        return seconds + pause
+
+    monkeypatch.setattr(Trainer, "_compile", slow_compile)
+    trainer.train(progress=True)
+    assert sum("compiling the train step for batches of" in line for line in lines) == 1  # one shape: one compile
+    compiled = float(next(line for line in lines if line.startswith("compiled in")).split()[2])
+    assert compiled >= pause
+    rates = [float(line.split()[-2].replace(",", "")) for line in lines if line.endswith("tokens/s")]
+    tokens = 2 * config.batch_size * 32  # at least the tokens of the first window (2 steps)
+    # The first window's time (tokens / rate) is far below the compilation's: it was not counted.
+    assert len(rates) == 2 and tokens / rates[0] < compiled, lines
+    assert "training" in capsys.readouterr().err  # the bar, on stderr

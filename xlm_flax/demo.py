@@ -185,7 +185,7 @@ def run_demo(
 
     embedder = Embedder(fill.model, fill.tokenizer, pooling="mean")
     start = time.perf_counter()
-    vectors = embedder.encode(list(DEMO_SENTENCES), normalize=True)
+    vectors = embedder.encode(list(DEMO_SENTENCES), normalize_embeddings=True)
     figures["embed_s"] = time.perf_counter() - start
     out(
         f"\nsentence embeddings (mean pooling, normalised): {vectors.shape[0]} x {vectors.shape[1]} in "

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
-from xlm_flax.cli.common import PROG, UsageError, _print_err
+from xlm_flax.cli.common import PROG, UsageError, _print_err, add_common_flags, print_json
 from xlm_flax.cli.signals import handles_termination
 
 
@@ -39,8 +40,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
         report = convert_checkpoint(
             args.source, args.destination, dtype=args.dtype, force=args.force, verify=args.verify, log=_print_err
         )
-    print(report.summary())
+    _print_report(report, args.json)
     return 0
+
+
+def _print_report(report, as_json: bool) -> None:
+    if as_json:
+        print_json(dataclasses.asdict(report))
+    else:
+        print(report.summary())
 
 
 def add_convert(sub: argparse._SubParsersAction) -> None:
@@ -90,6 +98,11 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
         help="original XLM .pth only: convert as a causal (CLM) model or not (default: causal when params have "
         "clm_steps and no mlm_steps, as the original trainer records the objective; the choice is printed)",
     )
+    add_common_flags(
+        convert,
+        json_output="the report (destination, architecture, format, dtype, n_tensors, n_parameters, "
+        "tokenizer_files, max_abs_diff)",
+    )
 
 
 @handles_termination
@@ -99,10 +112,39 @@ def cmd_export(args: argparse.Namespace) -> int:
     Args:
         args: The parsed command line.
     """
+    if args.format == "sentence-transformers":
+        return _export_sentence_transformers(args)
+    if args.pooling is not None or args.normalize:
+        raise UsageError(f"{PROG} export: --pooling and --normalize apply only to --format sentence-transformers")
     from xlm_flax.checkpoints.export import export_checkpoint
 
     report = export_checkpoint(args.source, args.destination, force=args.force, log=_print_err)
-    print(report.summary())
+    _print_report(report, args.json)
+    return 0
+
+
+def _export_sentence_transformers(args: argparse.Namespace) -> int:
+    from xlm_flax.inference.embeddings import Embedder
+
+    pooling = args.pooling or "mean"
+    embedder = Embedder.from_pretrained(args.source, pooling=pooling)
+    embedder.save_sentence_transformers(args.destination, normalize_embeddings=args.normalize, force=args.force)
+    result = {
+        "destination": args.destination,
+        "format": "sentence-transformers",
+        "architecture": "XLMModel",
+        "pooling": pooling,
+        "normalize": args.normalize,
+        "dimension": embedder.dim,
+    }
+    if args.json:
+        print_json(result)
+    else:
+        print(
+            f"wrote {args.destination}: sentence-transformers model (transformers XLMModel, {pooling} pooling"
+            f"{', normalized' if args.normalize else ''}, {embedder.dim} dimensions); load it with "
+            f"sentence_transformers.SentenceTransformer({args.destination!r})"
+        )
     return 0
 
 
@@ -114,12 +156,29 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     """
     export = sub.add_parser(
         "export",
-        help="export a native checkpoint directory to a transformers (PyTorch) directory",
-        description="Write config.json + model.safetensors with transformers' names, loadable by transformers.",
+        help="export a checkpoint to a transformers (PyTorch) or sentence-transformers directory",
+        description="--format pytorch (the default): write config.json + model.safetensors with transformers' names "
+        "and the tokenizer files, loadable by transformers, from a native checkpoint directory. --format "
+        "sentence-transformers: write a directory sentence_transformers.SentenceTransformer loads, giving the "
+        "vectors of `xlm-flax embed` / Embedder.encode with the same --pooling and --normalize (native or "
+        "transformers source; models with language embeddings are refused, as sentence-transformers passes no "
+        "language ids).",
     )
-    export.add_argument("source", metavar="SRC", help="native checkpoint directory (save_pretrained / convert)")
+    export.add_argument("source", metavar="SRC", help="checkpoint directory (save_pretrained / convert)")
     export.add_argument("destination", metavar="DST", help="output directory (must not exist or be empty)")
+    export.add_argument(
+        "--format", default="pytorch", choices=["pytorch", "sentence-transformers"], help="what to write"
+    )
+    export.add_argument(
+        "--pooling",
+        choices=["mean", "first", "max"],
+        help="sentence-transformers only: how token vectors become one sentence vector (default: mean)",
+    )
+    export.add_argument(
+        "--normalize", action="store_true", help="sentence-transformers only: unit-length vectors (a Normalize module)"
+    )
     export.add_argument("--force", action="store_true", help="replace DST if it exists and is not empty")
+    add_common_flags(export, json_output="what was written")
 
 
 __all__ = ["add_convert", "add_export", "cmd_convert", "cmd_export"]

@@ -1,24 +1,89 @@
-"""What every command shares: the program name, the usage error and the one-line argument parser."""
+"""What every command shares: the program name, the exit codes, the usage error, the one-line argument parser, its
+help formatter (defaults shown), the `--debug` flag and the `--json` printer."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from typing import Any
 
 PROG = "xlm-flax"
+
+# Exit codes (documented in `xlm-flax --help` and the README).
+EXIT_OK = 0
+EXIT_USAGE = 2  # bad usage or bad input: a missing file, a wrong option, an unreadable line
+EXIT_INTERNAL = 70  # an internal failure (a bug in xlm-flax or a library it uses); sysexits' EX_SOFTWARE
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+EXIT_CODES_HELP = (
+    f"exit status: {EXIT_OK} success; {EXIT_USAGE} bad usage or bad input; {EXIT_INTERNAL} internal failure (a bug: "
+    f"please report it with the traceback --debug shows); {EXIT_INTERRUPTED} interrupted. Errors are one line on "
+    "stderr; --debug (or XLM_FLAX_TRACEBACK=1) shows the traceback instead."
+)
 
 
 class UsageError(Exception):
     """Bad command-line usage (exit status 2)."""
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, adding `(default: X)` to every option with a default worth stating (not None/False,
+    and not already stated in its help)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default in (None, False, argparse.SUPPRESS)
+            or isinstance(action, argparse._HelpAction | argparse._VersionAction)
+            or (not action.option_strings and action.nargs not in (argparse.OPTIONAL, argparse.ZERO_OR_MORE))
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, not argparse's usage block
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def add_common_flags(parser: argparse.ArgumentParser, *, json_output: str | None = None) -> None:
+    """Flags every command takes: `--debug`, and `--json` for those that print a result.
+
+    Args:
+        parser: A command's parser.
+        json_output: What `--json` prints, for the help; None adds no `--json`.
+    """
+    if json_output is not None:
+        parser.add_argument("--json", action="store_true", help=f"print {json_output} as JSON instead of text")
+    parser.add_argument(
+        "--debug", action="store_true", help="on an error, show the Python traceback instead of one line"
+    )
+
+
+def print_json(value: Any) -> None:
+    """Prints `value` as one line of JSON on stdout (non-ASCII text as it is)."""
+    print(json.dumps(value, ensure_ascii=False))
 
 
 def _print_err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-__all__ = ["PROG", "UsageError"]
+__all__ = [
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "PROG",
+    "HelpFormatter",
+    "UsageError",
+    "add_common_flags",
+    "print_json",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from xlm_flax.cli.common import add_common_flags
 from xlm_flax.errors import InputError
 
 
@@ -27,6 +28,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
         "--no-parity", action="store_true", help="skip the comparison with PyTorch (when torch is installed)"
     )
     p.add_argument("--sentences", type=int, default=512, help="sentences in the throughput run (default 512)")
+    add_common_flags(p)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

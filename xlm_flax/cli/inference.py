@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 
+from xlm_flax.cli.common import add_common_flags
 from xlm_flax.cli.signals import handles_termination
 from xlm_flax.errors import InputError
 
@@ -126,10 +127,10 @@ def add_fill_mask(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=5, help="predictions per mask (default 5)")
     p.add_argument("--targets", help="comma-separated tokens to restrict the candidates to")
     p.add_argument("--lang", help="language code (e.g. en) for tokenization and language embeddings")
-    p.add_argument("--json", action="store_true", help="print one JSON object per text (JSON lines)")
     p.add_argument("--batch-size", type=int, default=8, help="texts per device batch (default 8)")
     p.add_argument("--no-truncate", action="store_true", help="fail on texts longer than the model's maximum")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="compute dtype (default float32)")
+    add_common_flags(p, json_output='one object per text, {"input": ..., "predictions": ...} (JSON lines)')
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> int:
@@ -175,13 +176,17 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
     """
     p = sub.add_parser(
         "embed",
-        help="embed sentences (one per line) into a .npy matrix",
+        help="embed sentences (one per line) into a .npy matrix, or JSON lines on stdout",
         description="Embed every line of a UTF-8 text file (or stdin) and save an [n, emb_dim] float32 .npy file, "
-        "rows in input order (blank lines included).",
+        "rows in input order (blank lines included). With --output -, write the vectors to stdout instead as JSON "
+        "lines: one JSON array of emb_dim numbers per input line, in input order (each number is the float32 value "
+        "exactly, written as the shortest decimal that reads back to it).",
     )
     p.add_argument("model", metavar="MODEL", help="checkpoint directory (with tokenizer files) or hub id")
     p.add_argument("--input", required=True, metavar="FILE", help="text file, one sentence per line; - for stdin")
-    p.add_argument("--output", required=True, metavar="OUT.npy", help="where to write the embeddings")
+    p.add_argument(
+        "--output", required=True, metavar="OUT.npy", help="where to write the embeddings; - for JSON lines on stdout"
+    )
     p.add_argument("--pooling", default="mean", choices=("mean", "first", "max"), help="default mean")
     p.add_argument(
         "--layer", default="-1", help="hidden layer to pool (-1: last), or a list to average, written --layer=-1,-2"
@@ -197,6 +202,7 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
         choices=("auto", "always", "never"),
         help="progress bar on stderr (auto: long inputs on a terminal)",
     )
+    add_common_flags(p)
 
 
 @handles_termination
@@ -208,8 +214,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
     """
     import numpy as np
 
-    if not args.output.endswith(".npy"):
-        raise InputError(f"--output {args.output}: give a path ending in .npy")
+    to_stdout = args.output == "-"
+    if not to_stdout and not args.output.endswith(".npy"):
+        raise InputError(f"--output {args.output}: give a path ending in .npy, or - for JSON lines on stdout")
     layer = parse_layers(args.layer)
     sentences = read_lines(args.input)
     from xlm_flax.inference.embeddings import Embedder
@@ -218,12 +225,17 @@ def cmd_embed(args: argparse.Namespace) -> int:
     vectors = embedder.encode(
         sentences,
         batch_size=args.batch_size,
-        normalize=args.normalize,
+        normalize_embeddings=args.normalize,
         layer=layer,
         lang=args.lang,
         show_progress_bar=_progress_flag(args),
         truncation=not args.no_truncate,
     )
+    summary = f"{vectors.shape[0]} x {vectors.shape[1]} float32 ({args.pooling} pooling, layer {args.layer})"
+    if to_stdout:
+        write_json_lines(vectors, sys.stdout)
+        print(f"wrote {summary} to stdout as JSON lines", file=sys.stderr)
+        return 0
     directory = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(directory, exist_ok=True)
     _sweep_embed_leftovers(directory)
@@ -236,10 +248,29 @@ def cmd_embed(args: argparse.Namespace) -> int:
     except BaseException:
         os.unlink(tmp)
         raise
-    print(
-        f"wrote {args.output}: {vectors.shape[0]} x {vectors.shape[1]} float32 ({args.pooling} pooling, layer {args.layer})"
-    )
+    print(f"wrote {args.output}: {summary}")
     return 0
 
 
-__all__ = ["DTYPES", "add_embed", "add_fill_mask", "cmd_embed", "cmd_fill_mask", "parse_layers", "read_lines"]
+def write_json_lines(vectors, out) -> None:
+    """Writes one JSON array per row of `vectors` (float32 values as the shortest decimals that read back to them).
+
+    Args:
+        vectors: `[n, dim]` float32.
+        out: A text stream.
+    """
+    for row in vectors:  # str of a NumPy float32: the shortest decimal that reads back to it, e.g. 0.1 or 1e-20
+        out.write("[" + ",".join(str(v) for v in row) + "]\n")
+    out.flush()
+
+
+__all__ = [
+    "DTYPES",
+    "add_embed",
+    "add_fill_mask",
+    "cmd_embed",
+    "cmd_fill_mask",
+    "parse_layers",
+    "read_lines",
+    "write_json_lines",
+]

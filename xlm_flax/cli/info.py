@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from xlm_flax.cli.common import add_common_flags, print_json
 
 
 def add_info(sub: argparse._SubParsersAction) -> None:
@@ -11,8 +14,19 @@ def add_info(sub: argparse._SubParsersAction) -> None:
     Args:
         sub: The subparsers of the `xlm-flax` parser, to add the command to.
     """
-    p = sub.add_parser("info", help="describe a model: config, parameters, dtype, tokenizer, devices")
+    p = sub.add_parser(
+        "info",
+        help="describe a model: config, parameters, dtype, tokenizer, devices",
+        description="Describe a checkpoint (native or transformers directory, or hub id) without running it: its "
+        "architecture, configuration, languages, parameter count and stored dtype, its tokenizer, and the devices "
+        "JAX sees here.",
+    )
     p.add_argument("model", metavar="MODEL", help="checkpoint directory or hub id")
+    add_common_flags(
+        p,
+        json_output="one object (model, architecture, weights, config, languages, parameters, stored_values, "
+        "dtypes, tokenizer, devices)",
+    )
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -43,29 +57,73 @@ def cmd_info(args: argparse.Namespace) -> int:
     architecture = next((a for a in config.architectures if a in MODEL_CLASSES), "XLMModel")
     _, state = nnx.split(abstract_model(MODEL_CLASSES[architecture], config))
     n_params = sum(int(np.prod(v.shape)) for _, v in nnx.to_flat_state(state))
-    langs = ", ".join(sorted(config.lang2id, key=config.lang2id.get)) or "(none named)"
-    print(f"model: {args.model}")
-    print(f"architecture: {architecture} ({'native xlm-flax' if kind == 'flax' else 'transformers'} weights)")
-    print(
-        f"config: {config.n_layers} layers, emb_dim {config.emb_dim}, {config.n_heads} heads, ffn {config.hidden_dim}, "
-        f"vocabulary {config.vocab_size}, max positions {config.max_position_embeddings}"
-    )
-    print(
-        f"languages: {config.n_langs} ({langs}); language embeddings: {'yes' if config.has_lang_embeddings else 'no'}; "
-        f"causal: {'yes' if config.causal else 'no'}; activation: {'gelu' if config.gelu_activation else 'relu'}"
-    )
-    print(f"parameters: {n_params:,} ({stored:,} stored values, dtype {'/'.join(dtypes)})")
+    info: dict[str, Any] = {
+        "model": str(args.model),
+        "architecture": architecture,
+        "weights": "native" if kind == "flax" else "transformers",
+        "config": {
+            "n_layers": config.n_layers,
+            "emb_dim": config.emb_dim,
+            "n_heads": config.n_heads,
+            "hidden_dim": config.hidden_dim,
+            "vocab_size": config.vocab_size,
+            "max_position_embeddings": config.max_position_embeddings,
+            "n_langs": config.n_langs,
+            "lang_embeddings": bool(config.has_lang_embeddings),
+            "causal": bool(config.causal),
+            "activation": "gelu" if config.gelu_activation else "relu",
+        },
+        "languages": sorted(config.lang2id, key=config.lang2id.get),
+        "parameters": n_params,
+        "stored_values": stored,
+        "dtypes": dtypes,
+    }
     try:
         tokenizer = load_tokenizer(args.model)
-        print(
-            f"tokenizer: XLMTokenizer, {tokenizer.vocab_size} tokens, mask token {tokenizer.mask_token} "
-            f"(id {tokenizer.mask_token_id}), lowercase {'yes' if tokenizer.do_lower_case else 'no'}"
-        )
+        info["tokenizer"] = {
+            "class": type(tokenizer).__name__,
+            "vocab_size": tokenizer.vocab_size,
+            "mask_token": tokenizer.mask_token,
+            "mask_token_id": tokenizer.mask_token_id,
+            "lowercase": bool(tokenizer.do_lower_case),
+        }
     except MissingFileError as e:
-        print(f"tokenizer: missing ({e})")
+        info["tokenizer"] = {"missing": str(e)}
     devices = jax.devices()
-    print(f"devices: {len(devices)} x {devices[0].platform} ({devices[0].device_kind})")
+    info["devices"] = {"count": len(devices), "platform": devices[0].platform, "kind": devices[0].device_kind}
+    if args.json:
+        print_json(info)
+    else:
+        _print_text(info)
     return 0
+
+
+def _print_text(info: dict[str, Any]) -> None:
+    c, t, d = info["config"], info["tokenizer"], info["devices"]
+    yes = {True: "yes", False: "no"}
+    print(f"model: {info['model']}")
+    print(
+        f"architecture: {info['architecture']} ({'native xlm-flax' if info['weights'] == 'native' else 'transformers'} weights)"
+    )
+    print(
+        f"config: {c['n_layers']} layers, emb_dim {c['emb_dim']}, {c['n_heads']} heads, ffn {c['hidden_dim']}, "
+        f"vocabulary {c['vocab_size']}, max positions {c['max_position_embeddings']}"
+    )
+    print(
+        f"languages: {c['n_langs']} ({', '.join(info['languages']) or '(none named)'}); language embeddings: "
+        f"{yes[c['lang_embeddings']]}; causal: {yes[c['causal']]}; activation: {c['activation']}"
+    )
+    print(
+        f"parameters: {info['parameters']:,} ({info['stored_values']:,} stored values, dtype {'/'.join(info['dtypes'])})"
+    )
+    if "missing" in t:
+        print(f"tokenizer: missing ({t['missing']})")
+    else:
+        print(
+            f"tokenizer: {t['class']}, {t['vocab_size']} tokens, mask token {t['mask_token']} "
+            f"(id {t['mask_token_id']}), lowercase {yes[t['lowercase']]}"
+        )
+    print(f"devices: {d['count']} x {d['platform']} ({d['kind']})")
 
 
 __all__ = ["add_info", "cmd_info"]

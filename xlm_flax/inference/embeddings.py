@@ -19,37 +19,86 @@ from xlm_flax.checkpoints.registry import MODEL_CLASSES
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import InputError
 from xlm_flax.inference.engine import _check_texts, _Engine
+from xlm_flax.inference.vectors import PRECISIONS, quantize_embeddings, quantize_token_embeddings, similarity_function
 from xlm_flax.model.encoder import XLMModel
 from xlm_flax.tokenization import load_tokenizer
 
 POOLINGS = ("mean", "first", "max")
 
 
-OUTPUTS = ("numpy", "jax")
+# encode's output_value, as sentence-transformers.
+OUTPUT_VALUES = ("sentence_embedding", "token_embeddings", None)
+
+
+def _hidden(model: XLMModel, layers: tuple[int, ...], input_ids, attention_mask, langs) -> jax.Array:
+    """float32 `[batch, length, emb_dim]`: the hidden state of `layers` (their mean for several)."""
+    last_only = layers == (model.config.n_layers,)
+    out = model(input_ids, attention_mask, langs, output_hidden_states=not last_only)
+    if last_only:
+        return out.last_hidden_state.astype(jnp.float32)
+    # hidden_states[0] is the embeddings output, [i] the output of layer i
+    return jnp.mean(jnp.stack([out.hidden_states[i].astype(jnp.float32) for i in layers]), axis=0)
+
+
+def _pool(hidden: jax.Array, attention_mask: jax.Array, pooling: str) -> jax.Array:
+    """`[batch, emb_dim]` pooled vectors of `[batch, length, emb_dim]` hidden states."""
+    mask = attention_mask.astype(jnp.float32)[:, :, None]  # [B, T, 1]
+    if pooling == "mean":  # every non-padding position, <s> and </s> included (sentence-transformers)
+        return jnp.sum(hidden * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
+    if pooling == "first":  # <s>: XLM's own sentence representation
+        return hidden[:, 0]
+    return jnp.max(jnp.where(mask > 0, hidden, -jnp.inf), axis=1)
 
 
 def _embed_kernel(graphdef: nnx.GraphDef, pooling: str, layers: tuple[int, ...], normalize: bool) -> Callable:
     def kernel(state, input_ids, attention_mask, langs):
         # input_ids, attention_mask, langs: [batch, length] -> [batch, emb_dim] float32
         model = nnx.merge(graphdef, state)
-        last_only = layers == (model.config.n_layers,)
-        out = model(input_ids, attention_mask, langs, output_hidden_states=not last_only)
-        if last_only:
-            hidden = out.last_hidden_state.astype(jnp.float32)
-        else:  # hidden_states[0] is the embeddings output, [i] the output of layer i
-            hidden = jnp.mean(jnp.stack([out.hidden_states[i].astype(jnp.float32) for i in layers]), axis=0)
-        mask = attention_mask.astype(jnp.float32)[:, :, None]  # [B, T, 1]
-        if pooling == "mean":  # every non-padding position, <s> and </s> included (sentence-transformers)
-            vectors = jnp.sum(hidden * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
-        elif pooling == "first":  # <s>: XLM's own sentence representation
-            vectors = hidden[:, 0]
-        else:
-            vectors = jnp.max(jnp.where(mask > 0, hidden, -jnp.inf), axis=1)
+        vectors = _pool(_hidden(model, layers, input_ids, attention_mask, langs), attention_mask, pooling)
         if normalize:  # as torch.nn.functional.normalize
             vectors = vectors / jnp.maximum(jnp.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
         return vectors
 
     return kernel
+
+
+def _token_kernel(graphdef: nnx.GraphDef, pooling: str, layers: tuple[int, ...]) -> Callable:
+    def kernel(state, input_ids, attention_mask, langs):
+        # -> ([batch, length, emb_dim] token vectors, [batch, emb_dim] pooled), float32
+        model = nnx.merge(graphdef, state)
+        hidden = _hidden(model, layers, input_ids, attention_mask, langs)
+        return hidden, _pool(hidden, attention_mask, pooling)
+
+    return kernel
+
+
+def _in_notebook() -> bool:
+    """Whether this runs in a Jupyter / Colab kernel (where stderr is no terminal, but a progress bar shows)."""
+    shell = sys.modules.get("IPython")
+    try:
+        return shell is not None and "IPKernelApp" in shell.get_ipython().config
+    except Exception:  # no running IPython shell
+        return False
+
+
+def _progress(total: int, batch_size: int, show: bool | None) -> Any:
+    """A tqdm.auto progress bar over `total` sentences (a widget in notebooks); None shows it for long inputs on a
+    terminal or in a notebook."""
+    from tqdm.auto import tqdm
+
+    if show is None:
+        show = total >= 16 * batch_size and (sys.stderr.isatty() or _in_notebook())
+    return tqdm(total=total, disable=not show, unit="sentence", file=sys.stderr)
+
+
+def _convert(vectors: np.ndarray, convert_to_numpy: bool, convert_to_tensor: bool) -> Any:
+    """sentence-transformers' return conventions: one matrix (NumPy, or a `jax.Array` for `convert_to_tensor`),
+    or a list of per-sentence `jax.Array` vectors when both are False."""
+    if convert_to_tensor:
+        return jnp.asarray(vectors)
+    if convert_to_numpy:
+        return vectors
+    return list(jnp.asarray(vectors))
 
 
 class Embedder(_Engine):
@@ -65,7 +114,7 @@ class Embedder(_Engine):
 
     Example:
         >>> emb = Embedder.from_pretrained("./xlm-en-2048", pooling="mean")
-        >>> emb.encode(["a first sentence .", "another one ."], normalize=True).shape
+        >>> emb.encode(["a first sentence .", "another one ."], normalize_embeddings=True).shape
         (2, 2048)
     """
 
@@ -86,6 +135,7 @@ class Embedder(_Engine):
         super().__init__(encoder, tokenizer, mesh=mesh, rules=rules)
         self.pooling = pooling
         self.dim = self.config.emb_dim
+        self._similarity_fn_name = "cosine"
 
     @classmethod
     def from_pretrained(
@@ -141,66 +191,210 @@ class Embedder(_Engine):
             out.append(int(i) % (n + 1))
         return tuple(out)
 
+    def save_sentence_transformers(
+        self, directory: str | os.PathLike, *, normalize_embeddings: bool = False, force: bool = False
+    ) -> str:
+        """Writes a directory that `sentence_transformers.SentenceTransformer(directory)` loads and that gives the
+        vectors `encode(..., normalize_embeddings=normalize_embeddings)` gives (the last layer, this Embedder's
+        pooling): transformers' PyTorch `XLMModel` weights, the tokenizer, and the module files.
+
+        Args:
+            directory: Output directory; it must not exist or be empty, unless `force`.
+            normalize_embeddings: Add sentence-transformers' `Normalize` module (unit-length vectors).
+            force: Replace a non-empty `directory`.
+
+        Returns:
+            The directory written.
+
+        Raises:
+            InputError: the model has language embeddings (sentence-transformers passes no language ids).
+        """
+        from xlm_flax.checkpoints.sentence_transformers import save_sentence_transformers
+
+        return save_sentence_transformers(
+            self.model,
+            self.tokenizer,
+            directory,
+            pooling=self.pooling,
+            normalize=normalize_embeddings,
+            similarity_fn_name=self.similarity_fn_name,
+            force=force,
+        )
+
+    @property
+    def similarity_fn_name(self) -> str:
+        """The function `similarity` uses: `"cosine"` (the default, as sentence-transformers), `"dot"`,
+        `"euclidean"` or `"manhattan"`; settable."""
+        return self._similarity_fn_name
+
+    @similarity_fn_name.setter
+    def similarity_fn_name(self, name: str) -> None:
+        similarity_function(name)  # validates
+        self._similarity_fn_name = name
+
+    def similarity(self, embeddings1: Any, embeddings2: Any) -> jax.Array:
+        """`[n, m]` similarity of every row of `embeddings1` with every row of `embeddings2`, with
+        `similarity_fn_name`, as sentence-transformers' `SentenceTransformer.similarity` (higher is more similar:
+        euclidean and manhattan are negative distances).
+
+        Args:
+            embeddings1: `[n, dim]` or `[dim]` (NumPy, JAX or a list); quantized int8/uint8 values are widened.
+            embeddings2: `[m, dim]` or `[dim]`.
+        """
+        return similarity_function(self.similarity_fn_name)(embeddings1, embeddings2)
+
+    def similarity_pairwise(self, embeddings1: Any, embeddings2: Any) -> jax.Array:
+        """`[n]` similarity of `embeddings1[i]` with `embeddings2[i]` (sentence-transformers'
+        `similarity_pairwise`).
+
+        Args:
+            embeddings1: `[n, dim]`.
+            embeddings2: `[n, dim]`.
+        """
+        a, b = np.asarray(embeddings1), np.asarray(embeddings2)
+        if a.shape != b.shape:
+            raise InputError(f"similarity_pairwise: shapes {a.shape} and {b.shape} differ")
+        scores = similarity_function(self.similarity_fn_name)
+        return jax.vmap(lambda x, y: scores(x, y)[0, 0])(jnp.atleast_2d(a), jnp.atleast_2d(b))
+
     def encode(
         self,
         sentences: str | Sequence[str],
+        *,
+        prompt: str | None = None,
         batch_size: int = 32,
-        normalize: bool = False,
+        show_progress_bar: bool | None = None,
+        output_value: str | None = "sentence_embedding",
+        precision: str = "float32",
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        normalize_embeddings: bool = False,
+        normalize: bool | None = None,
         layer: int | Sequence[int] = -1,
         lang: str | None = None,
-        show_progress_bar: bool | None = None,
-        output: str = "numpy",
-        *,
         truncation: bool = True,
-    ) -> np.ndarray | jax.Array:
-        """Embeds sentences, one vector per sentence in input order.
+    ) -> Any:
+        """Embeds sentences, one vector per sentence in input order, with sentence-transformers' `encode` arguments
+        and meanings (keywords only: their positional order differs from sentence-transformers').
 
         Args:
             sentences: A sentence or a list of sentences. An empty string still gives a vector (of `<s></s>`).
+            prompt: Text put before every sentence (e.g. `"query: "`); its tokens are pooled too, as
+                sentence-transformers does.
             batch_size: Sentences per device batch.
-            normalize: Scale every vector to unit length.
+            show_progress_bar: Show a progress bar (tqdm.auto: a widget in notebooks, stderr elsewhere); None shows
+                one for long inputs (16 batches or more) on a terminal or in a notebook.
+            output_value: `"sentence_embedding"` (pooled vectors), `"token_embeddings"` (a list with one float32
+                `[tokens, emb_dim]` NumPy array per sentence, `<s>` and `</s>` included, no padding) or None (a list
+                with one dict per sentence: `input_ids`, `attention_mask`, `token_embeddings`,
+                `sentence_embedding`). As in sentence-transformers, `convert_to_*` and `normalize_embeddings` apply
+                to sentence embeddings only.
+            precision: `"float32"`, or quantized: `"int8"` / `"uint8"` (255 buckets per dimension between the
+                minimum and maximum of these embeddings), `"binary"` / `"ubinary"` (the sign bits packed into
+                `ceil(emb_dim / 8)` int8 / uint8 bytes), exactly as `sentence_transformers.quantize_embeddings`.
+            convert_to_numpy: Return one NumPy matrix; False returns a list of per-sentence `jax.Array` vectors.
+            convert_to_tensor: Return one `jax.Array` (overrides `convert_to_numpy`).
+            normalize_embeddings: Scale every vector to unit length (then dot product is cosine similarity).
+            normalize: The same as `normalize_embeddings` (this package's earlier name).
             layer: The hidden state to pool: `-1` the last layer, `0` the embeddings output, a negative index counts
                 from the end; a list of layers averages them before pooling.
             lang: Language code (e.g. `"en"`) for tokenization and, for models with language embeddings, the
                 language ids. None uses the config's default language.
-            show_progress_bar: Show a progress bar on stderr; None shows one for long inputs on a terminal.
-            output: `"numpy"` or `"jax"`.
             truncation: Cut sentences longer than `max_position_embeddings` tokens (one warning); False raises.
 
         Returns:
-            float32 `[n, emb_dim]` (or `[emb_dim]` for a single string); `[0, emb_dim]` for an empty list.
+            By default float32 `[n, emb_dim]` NumPy (`[emb_dim]` for a single string; `[0, emb_dim]` for an empty
+            list); int8/uint8 for the quantized precisions; see `output_value` and `convert_to_*` for the rest.
 
         Raises:
-            InputError: bad `layer`, `lang`, `batch_size` or `output`, non-string inputs, or (with
-                `truncation=False`) a sentence that is too long.
+            InputError: bad `layer`, `lang`, `batch_size`, `output_value`, `precision` or `prompt`, non-string
+                inputs, or (with `truncation=False`) a sentence that is too long.
         """
         texts, single = _check_texts(sentences, "encode")
-        if output not in OUTPUTS:
-            raise InputError(f"output={output!r}: use one of {', '.join(OUTPUTS)}")
+        if output_value not in OUTPUT_VALUES:
+            raise InputError(f"output_value={output_value!r}: use one of {', '.join(map(repr, OUTPUT_VALUES))}")
+        if precision not in PRECISIONS:
+            raise InputError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise InputError(f"prompt={prompt!r}: give a string, put before every sentence")
+            texts = [prompt + text for text in texts]
+        normalize_embeddings = bool(normalize_embeddings or normalize)
         layers = self._layers(layer)
+        if output_value == "sentence_embedding":
+            vectors = self._pooled(texts, batch_size, layers, normalize_embeddings, lang, show_progress_bar, truncation)
+            result = _convert(quantize_embeddings(vectors, precision), convert_to_numpy, convert_to_tensor)
+        else:
+            result = self._per_token(
+                texts, batch_size, layers, output_value, precision, lang, show_progress_bar, truncation
+            )
+        return result[0] if single else result
+
+    def _pooled(
+        self,
+        texts: list[str],
+        batch_size: int,
+        layers: tuple[int, ...],
+        normalize: bool,
+        lang: str | None,
+        show_progress_bar: bool | None,
+        truncation: bool,
+    ) -> np.ndarray:
+        """float32 `[n, emb_dim]` pooled (and optionally unit-length) vectors of `texts`, in input order."""
         result = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if texts:
-            if show_progress_bar is None:
-                show_progress_bar = len(texts) >= 16 * batch_size and sys.stderr.isatty()
-            from tqdm.auto import tqdm
+        stream = self._stream(
+            texts,
+            batch_size=batch_size,
+            lang=lang,
+            truncation=truncation,
+            options=("embed", self.pooling, layers, normalize),
+            build=functools.partial(_embed_kernel, self.graphdef, self.pooling, layers, normalize),
+        )
+        # closing(): an interruption tears the prefetch thread down at once (see `_Engine._stream`).
+        with _progress(len(texts), batch_size, show_progress_bar) as bar, contextlib.closing(stream):
+            for batch, vectors in stream:
+                result[batch.indices] = vectors[: batch.n]
+                bar.update(batch.n)
+        return result
 
-            with tqdm(total=len(texts), disable=not show_progress_bar, unit="sentence", file=sys.stderr) as bar:
-                with contextlib.closing(
-                    self._stream(
-                        texts,
-                        batch_size=batch_size,
-                        lang=lang,
-                        truncation=truncation,
-                        options=("embed", self.pooling, layers, bool(normalize)),
-                        build=functools.partial(_embed_kernel, self.graphdef, self.pooling, layers, bool(normalize)),
-                    )
-                ) as stream:
-                    for batch, vectors in stream:
-                        result[batch.indices] = vectors[: batch.n]
-                        bar.update(batch.n)
-        if single:
-            result = result[0]
-        return jnp.asarray(result) if output == "jax" else result
+    def _per_token(
+        self,
+        texts: list[str],
+        batch_size: int,
+        layers: tuple[int, ...],
+        output_value: str | None,
+        precision: str,
+        lang: str | None,
+        show_progress_bar: bool | None,
+        truncation: bool,
+    ) -> list:
+        """`output_value="token_embeddings"` or None: per-sentence token vectors (and, for None, everything)."""
+        rows: list[dict[str, np.ndarray]] = [{} for _ in texts]
+        stream = self._stream(
+            texts,
+            batch_size=batch_size,
+            lang=lang,
+            truncation=truncation,
+            options=("tokens", self.pooling, layers),
+            build=functools.partial(_token_kernel, self.graphdef, self.pooling, layers),
+        )
+        with _progress(len(texts), batch_size, show_progress_bar) as bar, contextlib.closing(stream):
+            for batch, (hidden, pooled) in stream:
+                for row, (i, sequence) in enumerate(zip(batch.indices, batch.sequences)):
+                    n = len(sequence)
+                    rows[i] = {
+                        "input_ids": batch.input_ids[row, :n],
+                        "attention_mask": batch.attention_mask[row, :n],
+                        "token_embeddings": hidden[row, :n],
+                        "sentence_embedding": pooled[row],
+                    }
+                bar.update(batch.n)
+        if output_value == "token_embeddings":
+            tokens = [r["token_embeddings"] for r in rows]
+            return quantize_token_embeddings(tokens, precision)
+        if precision != "float32":
+            raise InputError("precision applies to output_value='sentence_embedding' or 'token_embeddings', not None")
+        return rows
 
 
-__all__ = ["Embedder", "OUTPUTS", "POOLINGS"]
+__all__ = ["Embedder", "OUTPUT_VALUES", "POOLINGS"]

@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -40,6 +41,11 @@ logger = logging.getLogger(__name__)
 def _model_class(objective: str) -> type:
     """The model class an objective trains: the LM head for MLM/TLM/CLM, the sequence classifier otherwise."""
     return XLMForSequenceClassification if objective == "classification" else XLMWithLMHeadModel
+
+
+def _shape_key(batch: dict[str, jax.Array]) -> tuple:
+    """What the compiled train step depends on: the names and shapes of the batch's arrays."""
+    return tuple((name, value.shape) for name, value in batch.items())
 
 
 class Trainer:
@@ -129,6 +135,7 @@ class Trainer:
             donate_argnums=(0, 1),
         )
         self._checkpoints = None
+        self._executables: dict[tuple, Any] = {}  # batch shapes -> the compiled train step
 
     def _build_model(self) -> nnx.Module:
         config = self.config
@@ -252,35 +259,83 @@ class Trainer:
             out[name] = jax.device_put(value, NamedSharding(self.mesh, spec))
         return out
 
-    def train(self, steps: int | None = None) -> list[tuple[int, float]]:
+    def _compile(self, args: tuple) -> float:
+        """Compiles the train step for the shapes of `args` (ahead of time, so that compilation stays out of the
+        throughput figures); returns the seconds it took."""
+        start = time.perf_counter()
+        self._executables[_shape_key(args[3])] = self._step.lower(*args).compile()
+        return time.perf_counter() - start
+
+    def train(self, steps: int | None = None, *, progress: bool = False) -> list[tuple[int, float]]:
         """Trains up to step `steps` (default `config.steps`), checkpointing every `save_every` steps and at the end.
+
+        Every `log_every` steps a line gives the mean loss, the gradient norm and the throughput in tokens/s; the
+        train step is compiled ahead of time for each new batch shape (said in a line, and left out of the
+        throughput).
+
+        Args:
+            steps: Stop at this step (at most `config.steps`).
+            progress: Show a progress bar (tqdm.auto: a widget in notebooks, stderr elsewhere) with the loss and
+                throughput, and "compiling" while the step compiles.
 
         Returns:
             `(step, loss)` for each step run by this call.
         """
+        from tqdm.auto import tqdm
+
         config = self.config
         until = config.steps if steps is None else min(steps, config.steps)
         losses: list[tuple[int, jax.Array]] = []
-        window_tokens, window_start, window_losses = 0, time.perf_counter(), []
-        while self.step < until:
-            batch = next(self.data)
-            window_tokens += int(batch["attention_mask"].sum())
-            self.params, self.opt_state, metrics = self._step(
-                self.params, self.opt_state, self.rest, self._device_batch(batch), jnp.int32(self.step)
-            )
-            self.step += 1
-            losses.append((self.step, metrics["loss"]))
-            window_losses.append(metrics["loss"])
-            if self.step % config.log_every == 0 or self.step == until:
-                mean = float(jnp.mean(jnp.stack(window_losses)))  # waits for the step: the timing is honest
-                elapsed = time.perf_counter() - window_start
-                self.log(
-                    f"step {self.step}/{config.steps} loss {mean:.4f} grad_norm {float(metrics['grad_norm']):.3f} "
-                    f"{window_tokens / elapsed:,.0f} tokens/s"
-                )
-                window_tokens, window_start, window_losses = 0, time.perf_counter(), []
-            if config.save_every and self.step % config.save_every == 0:
-                self.save_checkpoint()
+        # The first window starts at the first step (not before the data's first batch is read and tokenized).
+        window_tokens, window_start, window_losses = 0, None, []
+        bar = tqdm(
+            total=until, initial=self.step, disable=not progress or self.step >= until, unit="step", desc="training"
+        )
+
+        def say(message: str) -> None:
+            with tqdm.external_write_mode():  # the line above the bar, not through it
+                self.log(message)
+
+        try:
+            while self.step < until:
+                batch = next(self.data)
+                tokens = int(batch["attention_mask"].sum())
+                args = (self.params, self.opt_state, self.rest, self._device_batch(batch), jnp.int32(self.step))
+                if _shape_key(args[3]) not in self._executables:
+                    if losses:
+                        jax.block_until_ready(losses[-1][1])  # the window's steps so far, timed without compiling
+                    paused = time.perf_counter()
+                    shape = "x".join(str(d) for d in batch["input_ids"].shape)
+                    bar.set_description(f"compiling for batches of {shape}")
+                    say(f"compiling the train step for batches of {shape} tokens (once per shape)")
+                    say(f"compiled in {self._compile(args):.1f} s")
+                    bar.set_description("training")
+                    if window_start is not None:
+                        window_start += time.perf_counter() - paused
+                executable = self._executables[_shape_key(args[3])]
+                if window_start is None:
+                    window_start = time.perf_counter()
+                window_tokens += tokens
+                self.params, self.opt_state, metrics = executable(*args)
+                self.step += 1
+                bar.update(1)
+                losses.append((self.step, metrics["loss"]))
+                window_losses.append(metrics["loss"])
+                if self.step % config.log_every == 0 or self.step == until:
+                    # On the host: waits for the steps (the timing is honest) and compiles nothing (an eager
+                    # jnp.mean would compile on the first window and count in its time).
+                    mean = float(np.mean(jax.device_get(window_losses)))
+                    rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
+                    say(
+                        f"step {self.step}/{config.steps} loss {mean:.4f} grad_norm {float(metrics['grad_norm']):.3f} "
+                        f"{rate:,.0f} tokens/s"
+                    )
+                    bar.set_postfix_str(f"loss {mean:.4f}, {rate:,.0f} tokens/s")
+                    window_tokens, window_start, window_losses = 0, time.perf_counter(), []
+                if config.save_every and self.step % config.save_every == 0:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
         if not config.save_every or self.step % config.save_every:
             self.save_checkpoint()
         history = [(s, float(loss)) for s, loss in losses]
@@ -325,9 +380,17 @@ class Trainer:
         return directory
 
 
-def train(config: TrainConfig, *, resume: bool = True, log: Callable[[str], None] | None = None) -> Trainer:
+def train(
+    config: TrainConfig, *, resume: bool = True, log: Callable[[str], None] | None = None, progress: bool = True
+) -> Trainer:
     """Runs a whole training: resumes from `output_dir`'s latest checkpoint when there is one, trains to
     `config.steps`, and writes the final model to `output_dir/model`.
+
+    Args:
+        config: The run.
+        resume: Continue from the latest checkpoint in `output_dir`, if any.
+        log: Where progress lines go (default: the `xlm_flax.training` logger at INFO).
+        progress: Show a progress bar with the loss and throughput (False for none).
 
     Returns:
         The `Trainer`, whose `history` holds the losses.
@@ -336,7 +399,7 @@ def train(config: TrainConfig, *, resume: bool = True, log: Callable[[str], None
     try:
         if resume:
             trainer.restore_checkpoint()
-        trainer.train()
+        trainer.train(progress=progress)
         path = trainer.save_model()
         trainer.log(f"wrote {path}")
         with open(os.path.join(config.output_dir, "train_config.json"), "w", encoding="utf-8") as f:
