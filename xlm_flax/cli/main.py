@@ -20,7 +20,6 @@ from xlm_flax.cli.checkpoints import add_convert, add_export, cmd_convert, cmd_e
 from xlm_flax.cli.common import (
     EXIT_CODES_HELP,
     EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
     EXIT_USAGE,
     PROG,
     UsageError,

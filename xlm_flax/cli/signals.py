@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from xlm_flax.cli.common import EXIT_INTERRUPTED
+
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
@@ -35,7 +37,7 @@ class Terminated(KeyboardInterrupt):
 
 def exit_status(interrupt: KeyboardInterrupt) -> int:
     """The exit status for an interruption: 130 for Ctrl-C, `128 + signum` for `Terminated`."""
-    return getattr(interrupt, "exit_status", 130)
+    return getattr(interrupt, "exit_status", EXIT_INTERRUPTED)
 
 
 @contextlib.contextmanager
