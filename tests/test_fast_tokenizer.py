@@ -143,3 +143,28 @@ def test_pickles_for_worker_processes(tmp_path):
     fast = FastXLMTokenizer.from_xlm_tokenizer(load_tokenizer(str(tmp_path)))
     clone = pickle.loads(pickle.dumps(fast))
     assert clone.encode_batch(["the cat, the dog."], "en") == fast.encode_batch(["the cat, the dog."], "en")
+
+
+def test_worker_processes_keep_order_and_bound_the_queue(tmp_path):
+    from xlm_flax.tokenization.workers import ParallelEncoder
+
+    build_test_tokenizer(tmp_path)
+    tokenizer = load_tokenizer(str(tmp_path))
+    fast = FastXLMTokenizer.from_xlm_tokenizer(tokenizer)
+    texts = [f"the {'cat ' * (i % 7)}sat on {i} mats." for i in range(300)]
+    consumed = []
+
+    def stream():
+        for text in texts:
+            consumed.append(text)
+            yield text
+
+    with ParallelEncoder(fast, 2, chunk_size=10, max_pending=3) as encoder:
+        results = encoder.imap(stream(), "en")
+        first = next(results)
+        assert len(consumed) <= (3 + 1) * 10  # texts are read as results are taken, not all at once
+        got = [first, *results]
+    assert got == [reference_encode(tokenizer, t, "en") for t in texts]
+    assert ParallelEncoder(fast, 0, chunk_size=7).encode(texts[:20], "en") == got[:20]
+    with pytest.raises(InputError, match="workers=-1"):
+        ParallelEncoder(fast, -1)
