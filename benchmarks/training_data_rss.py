@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--big-gb", type=float, default=0, help="0 skips the big file (the full run uses 2)")
     p.add_argument("--batches", type=int, default=300)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--modes", default="stream,train,memory", help="which measurements (memory: small file only)")
     p.add_argument("--workdir")
     p.add_argument("--out")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     results: dict = {}
     with tempfile.TemporaryDirectory(dir=args.workdir or "/tmp") as workdir:
-        files = {"small": args.small_mb * 2**20}
+        files = {"small": args.small_mb * 2**20} if args.small_mb else {}  # --small-mb 0: the big file only
         if args.big_gb:
             files["big"] = args.big_gb * 2**30
         for name, size in files.items():
@@ -127,13 +128,13 @@ def main(argv: list[str] | None = None) -> dict:
             start = time.perf_counter()
             lines = generate(path, int(size))
             results[name] = {"bytes": os.path.getsize(path), "lines": lines, "generate_s": time.perf_counter() - start}
-            modes = ["stream", "train"] + (["memory"] if name == "small" else [])
+            modes = [m for m in args.modes.split(",") if m != "memory" or name == "small"]
             for mode in modes:
                 results[name][mode] = measure(mode, path, args.batches, args.steps)
                 print(json.dumps({name: {mode: results[name][mode]}}), file=sys.stderr, flush=True)
             os.remove(path)
-    if "big" in results:
-        for mode in ("stream", "train"):
+    if "big" in results and "small" in results:
+        for mode in set(args.modes.split(",")) - {"memory"}:
             ratio = results["big"][mode]["peak_rss_mb"] / results["small"][mode]["peak_rss_mb"]
             results[f"{mode}_rss_ratio_big_to_small"] = ratio
     print(json.dumps(results, indent=2))

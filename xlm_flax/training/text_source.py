@@ -14,7 +14,7 @@ import numpy as np
 
 from xlm_flax.errors import InputError, MissingFileError
 
-_SCAN_CHUNK = 16 << 20
+_SCAN_CHUNK = 1 << 20  # bytes read per step of the scan: its transient memory is ~3x this
 
 
 def _scan(path: str, block: int) -> tuple[np.ndarray, int]:
