@@ -24,7 +24,7 @@ from xlm_flax.inference.batching import (
 )
 from xlm_flax.inference.engine import _check_texts, _Engine, _preview, logger
 from xlm_flax.model.lm_head import XLMWithLMHeadModel
-from xlm_flax.tokenization import load_tokenizer
+from xlm_flax.tokenization import encode_text, load_tokenizer
 
 
 def _fill_mask_kernel(graphdef: nnx.GraphDef, top_k: int | None) -> Callable:
@@ -111,7 +111,7 @@ class FillMask(_Engine):
             if target in vocab:
                 ids.append(vocab[target])
                 continue
-            pieces = self.tokenizer.convert_tokens_to_ids(self.tokenizer.tokenize(target, lang=code))
+            pieces = encode_text(self.tokenizer, target, code)[1:-1]
             if not pieces:
                 logger.warning("target %r is not in the vocabulary and tokenizes to nothing: ignored", target)
                 continue

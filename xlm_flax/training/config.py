@@ -43,6 +43,14 @@ class TrainConfig:
         log_every: Log loss and throughput every this many steps.
         save_every: Save a checkpoint every this many steps (0: only at the end).
         keep_checkpoints: How many step checkpoints to keep.
+        data: "memory" (`TextBatches`: the file read into memory, rows cached) or "grain" (`StreamingBatches`:
+            lines read lazily, tokenized in `data_workers` processes, each JAX process reading its own rows; needs
+            grain, `pip install 'xlm-flax[data]'`; MLM, TLM and CLM).
+        packing: With data="grain", pack several sentences into rows of `max(buckets)` tokens (`segment_ids` and
+            per-sentence positions; needs a model whose attention takes `segment_ids`); else one sentence per row.
+        data_workers: With data="grain", tokenization processes (0: in the training process).
+        tokenizer_rules: "language" (each language's Moses rules, what XLM was trained on) or "transformers"
+            (English rules for every language, what transformers 5's `tokenizer(text, lang=...)` does).
     """
 
     model: str
@@ -71,6 +79,10 @@ class TrainConfig:
     log_every: int = 10
     save_every: int = 0
     keep_checkpoints: int = 2
+    data: str = "memory"
+    packing: bool = False
+    data_workers: int = 0
+    tokenizer_rules: str = "language"
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -82,6 +94,12 @@ class TrainConfig:
                 raise InputError(f"{name}={getattr(self, name)}: must be at least 1")
         if self.num_labels is not None and self.num_labels < 2:
             raise InputError(f"num_labels={self.num_labels}: a classification head needs at least 2 classes")
+        if self.data not in ("memory", "grain"):
+            raise InputError(f"data={self.data!r}: use 'memory' or 'grain'")
+        if self.data_workers < 0:
+            raise InputError(f"data_workers={self.data_workers}: must be 0 or more")
+        if self.tokenizer_rules not in ("language", "transformers"):
+            raise InputError(f"tokenizer_rules={self.tokenizer_rules!r}: use 'language' or 'transformers'")
         if not self.buckets or min(self.buckets) < 2:
             raise InputError(f"buckets={self.buckets}: give one or more lengths of at least 2")
         object.__setattr__(self, "buckets", tuple(sorted(self.buckets)))

@@ -15,6 +15,7 @@ import numpy as np
 
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import InputError, MissingFileError
+from xlm_flax.tokenization import encode_text
 from xlm_flax.training.objectives import clm_labels, pad_batch, tlm_pair
 
 Batch = dict[str, np.ndarray]
@@ -56,10 +57,9 @@ def read_classification_file(path: str) -> tuple[list[str], np.ndarray]:
     return texts, np.asarray(labels, np.int32)
 
 
-def _encode(tokenizer: Any, text: str, lang: str, limit: int) -> list[int]:
-    # Moses-based XLM tokenizers take the language; others (e.g. a plain BPE tokenizer) do not.
-    lang_aware = "lang" in tokenizer._tokenize.__code__.co_varnames
-    ids = tokenizer.encode(text, lang=lang) if lang_aware else tokenizer.encode(text)
+def _encode(tokenizer: Any, text: str, lang: str, limit: int, rules: str = "language") -> list[int]:
+    # XLMTokenizer: the language's Moses rules (transformers' encode(text, lang=...) would drop lang), Rust BPE.
+    ids = encode_text(tokenizer, text, lang, rules=rules)
     return ids if len(ids) <= limit else ids[: limit - 1] + ids[-1:]  # keep the closing </s>
 
 
@@ -88,7 +88,10 @@ class TextBatches:
         buckets: Allowed lengths.
         seed: Data-order seed.
         langs: Language codes (see `TrainConfig.langs`).
+        rules: Moses rules (see `TrainConfig.tokenizer_rules`).
     """
+
+    process_local = False
 
     def __init__(
         self,
@@ -102,6 +105,7 @@ class TextBatches:
         buckets: Sequence[int],
         seed: int,
         langs: Sequence[str] = (),
+        rules: str = "language",
     ):
         if not os.path.isfile(path):
             raise MissingFileError(f"training file {path} does not exist; give a text file, one example per line")
@@ -117,7 +121,7 @@ class TextBatches:
                 f"{path} has {len(self.lines)} non-empty lines, fewer than one step's {self.per_step} "
                 "(batch_size x accumulation); use a smaller batch or more data"
             )
-        self.tokenizer, self.config, self.objective = tokenizer, config, objective
+        self.tokenizer, self.config, self.objective, self.rules = tokenizer, config, objective, rules
         self.batch_size, self.accumulation, self.buckets, self.seed = batch_size, accumulation, buckets, seed
         self.lang_ids = [self._lang_id(code) for code in langs] or [config.lang_id]
         self.langs = list(langs) or [config.id2lang.get(config.lang_id, "en")]
@@ -154,11 +158,17 @@ class TextBatches:
 
     def seek(self, epoch: int, offset: int) -> None:
         """Continues from a saved `position`."""
-        self.epoch, self.offset = epoch, offset
-        self._order = self._permutation(epoch)
+        self.epoch, self.offset = int(epoch), int(offset)
+        self._order = self._permutation(self.epoch)
+
+    def save_args(self) -> dict[str, Any]:
+        """Extra orbax checkpoint items: none (the position goes into the JSON metadata)."""
+        return {}
+
+    restore_args = save_args
 
     def _encode(self, text: str, lang: str) -> list[int]:
-        return _encode(self.tokenizer, text, lang, self.buckets[-1])
+        return _encode(self.tokenizer, text, lang, self.buckets[-1], self.rules)
 
     def _row(self, index: int) -> dict[str, np.ndarray]:
         if index in self._cache:
@@ -209,4 +219,34 @@ class TextBatches:
         return {name: value.reshape(shape + value.shape[1:]) for name, value in batch.items()}
 
 
-__all__ = ["Batch", "TextBatches", "read_classification_file"]
+def make_batches(config: Any, tokenizer: Any, model_config: XLMConfig) -> Any:
+    """The training batches of a `TrainConfig`: `TextBatches` (data="memory") or `StreamingBatches` (data="grain",
+    tokenized by `FastXLMTokenizer`).
+
+    Raises:
+        DependencyError: data="grain" without grain installed.
+    """
+    common = dict(
+        objective=config.objective,
+        batch_size=config.batch_size,
+        accumulation=config.accumulation,
+        buckets=config.buckets,
+        seed=config.seed,
+        langs=config.langs,
+    )
+    if config.data == "memory":
+        return TextBatches(config.train_file, tokenizer, model_config, rules=config.tokenizer_rules, **common)
+    from xlm_flax.tokenization import fast_tokenizer
+    from xlm_flax.training.streaming import StreamingBatches
+
+    return StreamingBatches(
+        config.train_file,
+        fast_tokenizer(tokenizer, config.tokenizer_rules),
+        model_config,
+        packing=config.packing,
+        workers=config.data_workers,
+        **common,
+    )
+
+
+__all__ = ["Batch", "TextBatches", "make_batches", "read_classification_file"]

@@ -44,7 +44,12 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
 def model_loss(model: nnx.Module, batch: Mapping[str, jax.Array], rngs: nnx.Rngs) -> jax.Array:
     """The loss of any model of this package that takes `labels` and returns `.loss` (the LM head for
-    MLM/TLM/CLM, a classification head for fine-tuning): `model(**batch, deterministic=False, rngs=rngs).loss`."""
+    MLM/TLM/CLM, a classification head for fine-tuning): `model(**batch, deterministic=False, rngs=rngs).loss`.
+
+    Packed rows carry `segment_ids`, which replace the attention mask in the model (the mask stays in the batch for
+    the masking of MLM)."""
+    if "segment_ids" in batch:
+        batch = {k: v for k, v in batch.items() if k != "attention_mask"}
     return model(**batch, deterministic=False, rngs=rngs).loss
 
 

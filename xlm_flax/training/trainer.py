@@ -8,6 +8,7 @@ a checkpoint (parameters, optimiser state, step, data position, seed) continues 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -30,9 +31,10 @@ from xlm_flax.sharding.mesh import make_mesh
 from xlm_flax.sharding.placement import parameter_shardings
 from xlm_flax.sharding.rules import DATA
 from xlm_flax.training.config import TrainConfig
-from xlm_flax.training.data import Batch, TextBatches, read_classification_file
+from xlm_flax.training.data import Batch, make_batches, read_classification_file
 from xlm_flax.training.evaluation import ClassificationMetrics, evaluate_classifier
 from xlm_flax.training.step import _identity, make_optimizer, make_train_step, mlm_prepare
+from xlm_flax.training.streaming import model_inputs
 from xlm_flax.validation import check_tokenizer_fits
 
 logger = logging.getLogger(__name__)
@@ -101,17 +103,8 @@ class Trainer:
                 f"{self.model_config.max_position_embeddings} have no position embedding; give --buckets of at most "
                 f"{self.model_config.max_position_embeddings}"
             )
-        self.data = TextBatches(
-            config.train_file,
-            tokenizer,
-            self.model_config,
-            objective=config.objective,
-            batch_size=config.batch_size,
-            accumulation=config.accumulation,
-            buckets=config.buckets,
-            seed=config.seed,
-            langs=config.langs,
-        )
+        self.data = make_batches(config, tokenizer, self.model_config)
+        self._accepts_segment_ids = "segment_ids" in inspect.signature(type(model).__call__).parameters
         self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
         self._model = model
         shardings = parameter_shardings(params, self.mesh)
@@ -202,6 +195,7 @@ class Trainer:
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave({"params": self.params, "opt_state": self.opt_state}),
                 meta=ocp.args.JsonSave(meta),
+                **self.data.save_args(),  # grain: the iterator's state, one file per process
             ),
         )
         self._manager().wait_until_finished()
@@ -227,7 +221,10 @@ class Trainer:
         )
         try:
             restored = manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore(), **self.data.restore_args()
+                ),
             )
         except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many types for a damaged checkpoint
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
@@ -236,7 +233,7 @@ class Trainer:
             ) from e
         meta = restored["meta"]
         if not isinstance(meta, dict) or not all(
-            isinstance(meta.get(k), int) for k in ("step", "seed", "epoch", "offset")
+            isinstance(meta.get(k), int) for k in ("step", "seed", *self.data.position)
         ):
             raise CheckpointError(f"checkpoint {self.checkpoint_dir} step {step} has damaged metadata; {fix}")
         if meta["seed"] != self.config.seed:
@@ -246,7 +243,7 @@ class Trainer:
             )
         self.params, self.opt_state = restored["state"]["params"], restored["state"]["opt_state"]
         self.step = int(meta["step"])
-        self.data.seek(int(meta["epoch"]), int(meta["offset"]))
+        self.data.seek(**{name: meta[name] for name in self.data.position})
         self.log(f"resumed from {self.checkpoint_dir} at step {self.step}")
         return True
 
@@ -255,8 +252,11 @@ class Trainer:
     def _device_batch(self, batch: Batch) -> dict[str, jax.Array]:
         out = {}
         for name, value in batch.items():
-            spec = PartitionSpec(None, DATA, *([None] * (value.ndim - 2)))
-            out[name] = jax.device_put(value, NamedSharding(self.mesh, spec))
+            sharding = NamedSharding(self.mesh, PartitionSpec(None, DATA, *([None] * (value.ndim - 2))))
+            if self.data.process_local:  # this process's rows only (StreamingBatches)
+                out[name] = jax.make_array_from_process_local_data(sharding, value)
+            else:
+                out[name] = jax.device_put(value, sharding)
         return out
 
     def _compile(self, args: tuple) -> float:
@@ -298,7 +298,7 @@ class Trainer:
 
         try:
             while self.step < until:
-                batch = next(self.data)
+                batch = model_inputs(next(self.data), accepts_segment_ids=self._accepts_segment_ids)
                 tokens = int(batch["attention_mask"].sum())
                 args = (self.params, self.opt_state, self.rest, self._device_batch(batch), jnp.int32(self.step))
                 if _shape_key(args[3]) not in self._executables:

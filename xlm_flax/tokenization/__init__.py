@@ -11,6 +11,7 @@ import functools
 import importlib.util
 import logging
 import os
+import weakref
 from typing import Any
 
 from xlm_flax.checkpoints.hub import resolve_file
@@ -131,20 +132,60 @@ def check_segmenter(lang: str) -> None:
         raise DependencyError(f"tokenizing lang={lang!r} needs {SEGMENTERS[lang][1]}, which is not installed")
 
 
-def encode_text(tokenizer: Any, text: str, lang: str) -> list[int]:
-    """Token ids of one text with `<s>` and `</s>` around it, tokenized with the Moses rules of `lang`.
+def fast_tokenizer(tokenizer: Any, rules: str = "language") -> Any:
+    """The `FastXLMTokenizer` of an `XLMTokenizer` (built once per tokenizer and `rules`, then cached).
 
     Args:
-        tokenizer: An `XLMTokenizer`.
+        tokenizer: A transformers `XLMTokenizer`.
+        rules: "language" (each language's Moses rules, what the models were trained on) or "transformers"
+            (English rules for every language, as transformers 5's `tokenize(text, lang=...)`).
+    """
+    from xlm_flax.tokenization.fast import FastXLMTokenizer
+
+    try:
+        cached = _FAST.setdefault(tokenizer, {})
+    except TypeError:  # not weak-referenceable: build every time
+        cached = {}
+    if rules not in cached:
+        cached[rules] = FastXLMTokenizer.from_xlm_tokenizer(tokenizer, rules=rules)
+    return cached[rules]
+
+
+_FAST: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def encode_text(tokenizer: Any, text: str, lang: str, *, rules: str = "language") -> list[int]:
+    """Token ids of one text with `<s>` and `</s>` around it, tokenized with the Moses rules of `lang`.
+
+    The ids are those of transformers' `XLMTokenizer` with the language's rules (`_tokenize(text, lang=lang)`),
+    computed by `FastXLMTokenizer` (Rust BPE); `rules="transformers"` gives what transformers 5's
+    `tokenizer(text, lang=lang)` gives (English rules whatever `lang`). A tokenizer that is not an
+    `XLMTokenizer` (no Moses step) is called as `tokenizer.encode(text)`.
+
+    Args:
+        tokenizer: An `XLMTokenizer` (or another transformers tokenizer).
         text: The text.
         lang: Moses language code.
+        rules: "language" (default) or "transformers".
 
     Raises:
         DependencyError: `lang` needs a word segmenter that is not installed (Japanese, Thai, Chinese).
+        InputError: `rules` is neither.
     """
-    check_segmenter(lang)
-    tokens = tokenizer.tokenize(text, lang=lang)
-    return tokenizer.build_inputs_with_special_tokens(tokenizer.convert_tokens_to_ids(tokens))
+    from xlm_flax.tokenization.rules import check_rules, moses_language
+
+    check_rules(rules)
+    if not hasattr(tokenizer, "bpe_ranks"):
+        return tokenizer.encode(text)
+    check_segmenter(moses_language(lang, rules))
+    return fast_tokenizer(tokenizer, rules).encode(text, lang)
+
+
+def tokenize_text(tokenizer: Any, text: str, lang: str, *, rules: str = "language") -> list[str]:
+    """The tokens of `text` (no `<s>`/`</s>`) under the Moses rules of `lang` (see `encode_text`)."""
+    if not hasattr(tokenizer, "bpe_ranks"):
+        return tokenizer.tokenize(text)
+    return tokenizer.convert_ids_to_tokens(encode_text(tokenizer, text, lang, rules=rules)[1:-1])
 
 
 def truncate(ids: list[int], max_length: int, eos_index: int) -> list[int]:
@@ -169,6 +210,8 @@ __all__ = [
     "VOCAB_FILE",
     "check_segmenter",
     "encode_text",
+    "fast_tokenizer",
     "load_tokenizer",
+    "tokenize_text",
     "truncate",
 ]
