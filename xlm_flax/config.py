@@ -73,6 +73,8 @@ class XLMConfig:
         summary_type, summary_use_proj, summary_activation, summary_proj_to_labels, summary_first_dropout,
         summary_last_dropout: The sequence-summary block of the classification and multiple-choice heads.
         start_n_top, end_n_top: Beam sizes of the SQuAD head at inference.
+        output_hidden_states, output_attentions: What the models return when a call does not say (transformers
+            uses these `config.json` fields as the call defaults too).
         architectures: transformers class names recorded in `config.json`.
         extra: Every other `config.json` field, kept only to be written back.
     """
@@ -111,6 +113,8 @@ class XLMConfig:
     summary_last_dropout: float = 0.0
     start_n_top: int = 5
     end_n_top: int = 5
+    output_hidden_states: bool = False
+    output_attentions: bool = False
     architectures: tuple[str, ...] = ()
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 

@@ -32,7 +32,7 @@ def _embed_kernel(graphdef: nnx.GraphDef, pooling: str, layers: tuple[int, ...],
         # input_ids, attention_mask, langs: [batch, length] -> [batch, emb_dim] float32
         model = nnx.merge(graphdef, state)
         last_only = layers == (model.config.n_layers,)
-        out = model(input_ids, attention_mask, langs, output_hidden_states=not last_only)
+        out = model(input_ids, attention_mask, langs, output_hidden_states=not last_only, output_attentions=False)
         if last_only:
             hidden = out.last_hidden_state.astype(jnp.float32)
         else:  # hidden_states[0] is the embeddings output, [i] the output of layer i

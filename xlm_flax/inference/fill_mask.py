@@ -30,7 +30,9 @@ def _fill_mask_kernel(graphdef: nnx.GraphDef, top_k: int | None) -> Callable:
     def kernel(state, input_ids, attention_mask, langs, positions):
         # input_ids, attention_mask, langs: [batch, length]; positions: [batch, masks] of the mask tokens.
         model = nnx.merge(graphdef, state)
-        hidden = model.transformer(input_ids, attention_mask, langs).last_hidden_state  # [B, T, D]
+        # Explicit options: a config asking for attentions or hidden states by default must not cost anything here.
+        out = model.transformer(input_ids, attention_mask, langs, output_hidden_states=False, output_attentions=False)
+        hidden = out.last_hidden_state  # [B, T, D]
         picked = jnp.take_along_axis(hidden, positions[:, :, None], axis=1)  # [B, K, D]: only masks reach the head
         logits = model.pred_layer(picked, model.transformer.embeddings.embedding[...])  # [B, K, V] float32
         probs = jax.nn.softmax(logits, axis=-1)
