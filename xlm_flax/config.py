@@ -277,21 +277,24 @@ class XLMConfig:
         return cls.from_dict(data)
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str | os.PathLike) -> XLMConfig:
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, **hub: Any) -> XLMConfig:
         """Reads the config of a model directory, a `config.json` path, or a hub id.
 
         Args:
             path_or_hub_id: A local directory holding `config.json`, the path of such a file, or a Hugging Face hub
                 id such as `FacebookAI/xlm-mlm-en-2048` (downloaded, or taken from the local hub cache).
+            **hub: The hub's arguments: `revision`, `token`, `cache_dir`, `local_files_only`, `subfolder`,
+                `force_download` (see `xlm_flax.checkpoints.hub.HubOptions`).
 
         Raises:
             ConfigError: if the config is missing, unreadable or describes a model this port cannot run.
         """
         if os.path.isfile(path_or_hub_id):
             return cls.from_json_file(path_or_hub_id)
-        from xlm_flax.checkpoints.hub import resolve_file  # the config layer knows nothing of checkpoints until asked
+        # The config layer knows nothing of checkpoints until asked.
+        from xlm_flax.checkpoints.hub import hub_options, resolve_file
 
-        return cls.from_json_file(resolve_file(path_or_hub_id, CONFIG_NAME))
+        return cls.from_json_file(resolve_file(path_or_hub_id, CONFIG_NAME, hub=hub_options(hub)))
 
     def to_json_string(self) -> str:
         """Returns the `config.json` text (sorted keys, two-space indent)."""

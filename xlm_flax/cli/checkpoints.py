@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from xlm_flax.cli.common import PROG, UsageError, _print_err
+from xlm_flax.cli.common import PROG, UsageError, _print_err, add_hub_arguments, hub_kwargs
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -32,7 +32,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise UsageError(f"{PROG} convert: --codes and --cased apply only to an original XLM .pth file")
     else:
         report = convert_checkpoint(
-            args.source, args.destination, dtype=args.dtype, force=args.force, verify=args.verify, log=_print_err
+            args.source,
+            args.destination,
+            dtype=args.dtype,
+            force=args.force,
+            verify=args.verify,
+            log=_print_err,
+            **hub_kwargs(args),
         )
     print(report.summary())
     return 0
@@ -78,6 +84,7 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="original XLM .pth only: the tokenizer keeps case and accents (XLM-17, XLM-100)",
     )
+    add_hub_arguments(convert)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

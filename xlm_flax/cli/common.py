@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from typing import Any
 
 PROG = "xlm-flax"
 
@@ -21,4 +23,36 @@ def _print_err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-__all__ = ["PROG", "UsageError"]
+def configure_logging() -> None:
+    """Sends this package's warnings to stderr as `xlm-flax: WARNING: ...`, once each.
+
+    Only the `xlm_flax` logger is configured, never the root logger: huggingface_hub and transformers have their own
+    handlers, and a root handler too would print each of their warnings twice.
+    """
+    package = logging.getLogger("xlm_flax")
+    if not package.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
+        package.addHandler(handler)
+    package.setLevel(logging.WARNING)
+    package.propagate = False
+
+
+def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
+    """The hub's arguments, for a command that takes a hub id (passed on to huggingface_hub)."""
+    hub = parser.add_argument_group("hub options (for a hub id)")
+    hub.add_argument("--revision", help="branch, tag or commit hash (default: the repository's default branch)")
+    hub.add_argument("--token", help="hub access token (default: HF_TOKEN or the saved login)")
+    hub.add_argument("--cache-dir", metavar="DIR", help="hub cache directory (default: huggingface_hub's)")
+    hub.add_argument("--local-files-only", action="store_true", help="use only the local hub cache, never the network")
+    hub.add_argument("--subfolder", help="folder of the repository (or directory) holding the model files")
+    hub.add_argument("--force-download", action="store_true", help="download again even when cached")
+
+
+def hub_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The hub's arguments given on the command line, as keyword arguments of `from_pretrained`."""
+    names = ("revision", "token", "cache_dir", "local_files_only", "subfolder", "force_download")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None)}
+
+
+__all__ = ["PROG", "UsageError", "add_hub_arguments", "configure_logging", "hub_kwargs"]

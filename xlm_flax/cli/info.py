@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from xlm_flax.cli.common import add_hub_arguments, hub_kwargs
+
 
 def add_info(sub: argparse._SubParsersAction) -> None:
     """Arguments of `xlm-flax info`.
@@ -13,6 +15,7 @@ def add_info(sub: argparse._SubParsersAction) -> None:
     """
     p = sub.add_parser("info", help="describe a model: config, parameters, dtype, tokenizer, devices")
     p.add_argument("model", metavar="MODEL", help="checkpoint directory or hub id")
+    add_hub_arguments(p)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -25,6 +28,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     import numpy as np
     from flax import nnx
 
+    from xlm_flax.checkpoints.hub import hub_options
     from xlm_flax.checkpoints.plan import abstract_model
     from xlm_flax.checkpoints.registry import MODEL_CLASSES
     from xlm_flax.checkpoints.sources import open_weights
@@ -32,8 +36,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     from xlm_flax.errors import MissingFileError
     from xlm_flax.tokenization import load_tokenizer
 
-    config = XLMConfig.from_pretrained(args.model)
-    weights = open_weights(args.model)
+    hub = hub_kwargs(args)
+    config = XLMConfig.from_pretrained(args.model, **hub)
+    weights = open_weights(args.model, hub_options(hub))
     try:
         kind, names = weights.kind, weights.names()
         dtypes = sorted({np.dtype(weights.dtype(n)).name for n in names})
@@ -56,7 +61,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     )
     print(f"parameters: {n_params:,} ({stored:,} stored values, dtype {'/'.join(dtypes)})")
     try:
-        tokenizer = load_tokenizer(args.model)
+        tokenizer = load_tokenizer(args.model, **hub)
         print(
             f"tokenizer: XLMTokenizer, {tokenizer.vocab_size} tokens, mask token {tokenizer.mask_token} "
             f"(id {tokenizer.mask_token_id}), lowercase {'yes' if tokenizer.do_lower_case else 'no'}"

@@ -8,13 +8,12 @@ a traceback (set `XLM_FLAX_TRACEBACK=1` to see one).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 from xlm_flax.cli.checkpoints import add_convert, add_export, cmd_convert, cmd_export
-from xlm_flax.cli.common import PROG, UsageError, _Parser, _print_err
+from xlm_flax.cli.common import PROG, UsageError, _Parser, _print_err, configure_logging
 from xlm_flax.cli.demo import add_demo, cmd_demo
 from xlm_flax.cli.inference import add_embed, add_fill_mask, cmd_embed, cmd_fill_mask
 from xlm_flax.cli.info import add_info, cmd_info
@@ -51,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: The arguments; None reads `sys.argv[1:]`.
     """
-    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
+    configure_logging()
     # Without torch, importing transformers logs "PyTorch was not found. Models won't be available..." (an advisory
     # warning): nothing here needs transformers' models, and the extra stderr line would break the one-line errors.
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

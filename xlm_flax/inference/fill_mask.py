@@ -13,6 +13,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from xlm_flax.checkpoints.hub import hub_options
 from xlm_flax.checkpoints.plan import TensorMismatchError
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import CheckpointError, InputError
@@ -23,6 +24,7 @@ from xlm_flax.inference.batching import (
 )
 from xlm_flax.inference.engine import _check_texts, _Engine, _preview, logger
 from xlm_flax.model.lm_head import XLMWithLMHeadModel
+from xlm_flax.sharding.rules import resolve_rules
 from xlm_flax.tokenization import load_tokenizer
 
 
@@ -73,6 +75,7 @@ class FillMask(_Engine):
         param_dtype: Any = None,
         mesh: Mesh | None = None,
         rules: Any = None,
+        **hub: Any,
     ) -> FillMask:
         """Loads the model and tokenizer of a checkpoint directory or hub id.
 
@@ -81,17 +84,22 @@ class FillMask(_Engine):
             dtype: Compute dtype (probabilities are float32 whatever it is).
             param_dtype: Storage dtype; None keeps the checkpoint's.
             mesh: Optional device mesh.
-            rules: Logical-axis rules for `mesh`.
+            rules: Logical-axis rules for `mesh` (`axis_rules(data="dp", model="tp")` for other axis names).
+            **hub: The hub's arguments for a hub id: `revision`, `token`, `cache_dir`, `local_files_only`,
+                `subfolder`, `force_download` (passed to huggingface_hub).
 
         Raises:
             MissingFileError: config, weights or tokenizer files are missing (the message names the file).
             CheckpointError: the checkpoint has no language-model head.
         """
-        XLMConfig.from_pretrained(path_or_hub_id)  # first, so that a missing or bad config.json is what is reported
-        tokenizer = load_tokenizer(path_or_hub_id)
+        hub = hub_options(hub).as_kwargs()
+        if mesh is not None:
+            resolve_rules(rules, mesh)  # a mesh the rules cannot use: say so before loading anything
+        XLMConfig.from_pretrained(path_or_hub_id, **hub)  # first: a missing or bad config.json is what is reported
+        tokenizer = load_tokenizer(path_or_hub_id, **hub)
         try:
             model = XLMWithLMHeadModel.from_pretrained(
-                path_or_hub_id, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, strict=True
+                path_or_hub_id, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, strict=True, **hub
             )
         except TensorMismatchError as e:
             if not e.missing_head:  # a damaged checkpoint, not one without the head
