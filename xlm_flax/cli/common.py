@@ -26,16 +26,19 @@ def _print_err(message: str) -> None:
 def configure_logging() -> None:
     """Sends this package's warnings to stderr as `xlm-flax: WARNING: ...`, once each.
 
-    Only the `xlm_flax` logger is configured, never the root logger: huggingface_hub and transformers have their own
-    handlers, and a root handler too would print each of their warnings twice.
+    Only the `xlm_flax` logger gets a handler, never the root logger: huggingface_hub and transformers have their
+    own handlers, and a root handler too would print each of their warnings twice (their loggers propagate).
     """
     package = logging.getLogger("xlm_flax")
-    if not package.handlers:
+    if not any(getattr(h, "name", None) == _HANDLER_NAME for h in package.handlers):
         handler = logging.StreamHandler()
+        handler.set_name(_HANDLER_NAME)
         handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
         package.addHandler(handler)
     package.setLevel(logging.WARNING)
-    package.propagate = False
+
+
+_HANDLER_NAME = "xlm-flax-cli"
 
 
 def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
