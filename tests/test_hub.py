@@ -22,8 +22,6 @@ from xlm_flax.cli.main import main
 from xlm_flax.errors import MissingFileError
 from xlm_flax.tokenization import load_tokenizer
 
-huggingface_hub = pytest.importorskip("huggingface_hub")  # a core dependency: present in every environment
-
 
 def _model_files(tmp_path, name: str, seed: int, fmt: str = "flax") -> tuple[dict[str, bytes], np.ndarray]:
     """A small model directory's files (tokenizer included) and its word embeddings."""

@@ -11,6 +11,7 @@ asked again in this process.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -212,8 +213,11 @@ def _reachable(repo_id: str, filename: str, hub: HubOptions) -> bool:
     from huggingface_hub.errors import HfHubHTTPError
 
     url = hf_hub_url(repo_id, _in_repo(filename, hub), revision=hub.revision)
+    options = {"token": hub.token, "timeout": constants.HF_HUB_ETAG_TIMEOUT}
+    if "retry_on_errors" in inspect.signature(get_hf_file_metadata).parameters:
+        options["retry_on_errors"] = False  # huggingface_hub >= 1.x can retry; older versions never do here
     try:
-        get_hf_file_metadata(url, token=hub.token, timeout=constants.HF_HUB_ETAG_TIMEOUT, retry_on_errors=False)
+        get_hf_file_metadata(url, **options)
     except HfHubHTTPError:
         return True  # 404, 401, ...: hf_hub_download reports it properly
     except Exception:  # noqa: BLE001 - the HTTP client's connection and timeout errors (its classes change)
