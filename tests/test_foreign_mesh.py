@@ -112,3 +112,28 @@ def test_fill_mask_and_embedder_on_a_foreign_explicit_mesh(checkpoint):
     sharded = Embedder(many.model, many.tokenizer, mesh=mesh, rules=RULES)
     assert sharded.model.embeddings.embedding[...].sharding.mesh == mesh
     assert _diff(sharded.encode(texts), vectors) <= 1e-5
+
+
+def test_training_on_a_foreign_explicit_mesh(checkpoint, tmp_path):
+    from xlm_flax.training.config import TrainConfig
+    from xlm_flax.training.trainer import Trainer
+
+    text = tmp_path / "train.txt"
+    text.write_text("the cat sat on the mat .\na dog runs home .\n" * 8)
+    config = checkpoint["model"].config.replace(dropout=0.0, attention_dropout=0.0)  # no randomness but masking
+
+    def run(**mesh_args) -> tuple[float, Trainer]:
+        train = TrainConfig(
+            model=checkpoint["directory"], train_file=str(text), output_dir=str(tmp_path / str(len(mesh_args))),
+            steps=1, batch_size=8, buckets=(16,), warmup_steps=0, log_every=100, mesh_shape=(1, 1),
+        )  # fmt: skip
+        trainer = Trainer(train, model=XLMWithLMHeadModel(config, rngs=nnx.Rngs(0)), log=lambda _: None, **mesh_args)
+        return trainer.train()[0][1], trainer
+
+    one, _ = run()
+    loss, trainer = run(mesh=_mesh("explicit"), rules=RULES)
+    assert abs(loss - one) <= 1e-5 * abs(one)
+    q = trainer.params["transformer"]["attentions"]["q_lin"]["kernel"][...]
+    assert q.sharding.spec == PartitionSpec(None, None, "tp", None) and len(q.sharding.device_set) == 8
+    with pytest.raises(InputError, match="axis_rules"):
+        run(mesh=_mesh("explicit"))
