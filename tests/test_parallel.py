@@ -148,8 +148,8 @@ def test_replication_fallback_and_rule_overrides(tmp_path):
     assert shardings["ffns"]["lin1"]["kernel"].spec == jax.sharding.PartitionSpec(None, None, None)
     shard_model(model, mesh, {"mlp": None})
     assert {s.data.shape for s in model.ffns.lin1.kernel[...].addressable_shards} == {(3, 30, 120)}
-    with pytest.raises(InputError, match="mesh axes"):
-        resolve_rules({"mlp": "tensor"})
+    with pytest.raises(InputError, match="axis_rules"):
+        resolve_rules({"batch": "dp", "mlp": "tensor"}, jax.make_mesh((4, 2), ("dp", "tp")))
     with pytest.raises(InputError, match="pair"):
         resolve_rules(["mlp"])
 

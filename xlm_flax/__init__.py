@@ -34,6 +34,7 @@ _NAMES = {
     "unstack_layers": "xlm_flax.model.stack",
     # sharding
     "DEFAULT_RULES": "xlm_flax.sharding.rules",
+    "axis_rules": "xlm_flax.sharding.rules",
     "make_mesh": "xlm_flax.sharding.mesh",
     "shard_model": "xlm_flax.sharding.placement",
     "sharded_forward": "xlm_flax.sharding.forward",

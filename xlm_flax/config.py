@@ -74,6 +74,8 @@ class XLMConfig:
         summary_type, summary_use_proj, summary_activation, summary_proj_to_labels, summary_first_dropout,
         summary_last_dropout: The sequence-summary block of the classification and multiple-choice heads.
         start_n_top, end_n_top: Beam sizes of the SQuAD head at inference.
+        output_hidden_states, output_attentions: What the models return when a call does not say (transformers
+            uses these `config.json` fields as the call defaults too).
         architectures: transformers class names recorded in `config.json`.
         extra: Every other `config.json` field, kept only to be written back.
     """
@@ -112,6 +114,8 @@ class XLMConfig:
     summary_last_dropout: float = 0.0
     start_n_top: int = 5
     end_n_top: int = 5
+    output_hidden_states: bool = False
+    output_attentions: bool = False
     architectures: tuple[str, ...] = ()
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -354,21 +358,24 @@ class XLMConfig:
         return cls.from_dict(data)
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str | os.PathLike) -> XLMConfig:
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, **hub: Any) -> XLMConfig:
         """Reads the config of a model directory, a `config.json` path, or a hub id.
 
         Args:
             path_or_hub_id: A local directory holding `config.json`, the path of such a file, or a Hugging Face hub
                 id such as `FacebookAI/xlm-mlm-en-2048` (downloaded, or taken from the local hub cache).
+            **hub: The hub's arguments: `revision`, `token`, `cache_dir`, `local_files_only`, `subfolder`,
+                `force_download` (see `xlm_flax.checkpoints.hub.HubOptions`).
 
         Raises:
             ConfigError: if the config is missing, unreadable or describes a model this port cannot run.
         """
         if os.path.isfile(path_or_hub_id):
             return cls.from_json_file(path_or_hub_id)
-        from xlm_flax.checkpoints.hub import resolve_file  # the config layer knows nothing of checkpoints until asked
+        # The config layer knows nothing of checkpoints until asked.
+        from xlm_flax.checkpoints.hub import hub_options, resolve_file
 
-        return cls.from_json_file(resolve_file(path_or_hub_id, CONFIG_NAME))
+        return cls.from_json_file(resolve_file(path_or_hub_id, CONFIG_NAME, hub=hub_options(hub)))
 
     def to_json_string(self) -> str:
         """Returns the `config.json` text (sorted keys, two-space indent)."""

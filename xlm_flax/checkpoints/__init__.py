@@ -4,7 +4,7 @@
 * `registry`: architecture name -> model class and its rules, in one explicit table.
 * `safetensors_io`, `sources`: reading tensors (safetensors, torch `.bin`, arrays in memory) whole or by slices;
   the streaming writer.
-* `hub`: finding files in a local directory or the Hugging Face hub cache.
+* `hub`: finding files in a local directory or the Hugging Face hub cache, the hub's arguments, `push_to_hub`.
 * `plan`, `load`: checking a source against a model and loading it (optionally sharded).
 * `save`, `export`: writing native and transformers directories (one exporter, `export.torch_tensors`);
   `convert`: transformers -> native on disk; `report`: what a conversion or an export wrote.
@@ -23,6 +23,8 @@ __getattr__, __dir__ = lazy_namespace(
         "model_class": ".registry",
         "model_rules": ".registry",
         "open_weights": ".sources",
+        "HubOptions": ".hub",
+        "push_to_hub": ".hub",
         "load_pretrained": ".load",
         "save_pretrained": ".save",
         "convert_checkpoint": ".convert",

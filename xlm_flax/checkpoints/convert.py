@@ -23,6 +23,7 @@ from xlm_flax.checkpoints.files import (
     copy_tokenizer_files,
     write_config,
 )
+from xlm_flax.checkpoints.hub import hub_options
 from xlm_flax.checkpoints.plan import LoadPlan, abstract_model, flat_targets
 from xlm_flax.checkpoints.registry import architecture_of, model_class
 from xlm_flax.checkpoints.report import CheckpointReport
@@ -118,6 +119,7 @@ def convert_checkpoint(
     force: bool = False,
     verify: bool = False,
     log: Callable[[str], Any] = lambda message: None,
+    **hub: Any,
 ) -> CheckpointReport:
     """Converts a transformers XLM checkpoint into a native checkpoint directory.
 
@@ -130,6 +132,8 @@ def convert_checkpoint(
         verify: Run the PyTorch model and the converted one on random tokens and record the largest differences
             (needs torch); a difference beyond tolerance fails the conversion and leaves nothing behind.
         log: Called with progress lines.
+        **hub: The hub's arguments for a hub id: `revision`, `token`, `cache_dir`, `local_files_only`,
+            `subfolder`, `force_download`.
 
     Returns:
         A `CheckpointReport` (format `"flax"`).
@@ -141,8 +145,9 @@ def convert_checkpoint(
     out_dtype = storage_dtype(dtype)
     check_destination(destination, force=force, source=source)  # fail before the long part, not after it
     source = os.fspath(source)
-    config = XLMConfig.from_pretrained(source)
-    tensors = open_weights(source)
+    hub = hub_options(hub)
+    config = XLMConfig.from_pretrained(source, **hub.as_kwargs())
+    tensors = open_weights(source, hub)
     try:
         if verify and tensors.kind == "flax":
             raise InputError(f"{source} is already a native checkpoint: --verify needs a transformers checkpoint")
@@ -151,7 +156,7 @@ def convert_checkpoint(
         log(f"converting {architecture} from {tensors.description}: {len(weights.specs)} tensors, storage {dtype}")
         with atomic_directory(destination, force=force, source=source) as tmp:
             weights.write(tmp)
-            copied = copy_tokenizer_files(source, tmp)
+            copied = copy_tokenizer_files(source, tmp, hub)
             report = CheckpointReport.of(os.fspath(destination), architecture, "flax", weights.specs, copied)
             if verify:
                 tensors.close()

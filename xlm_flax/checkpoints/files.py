@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from xlm_flax.checkpoints.hub import resolve_file
+from xlm_flax.checkpoints.hub import HubOptions, resolve_file
 from xlm_flax.config import CONFIG_NAME, XLMConfig
 from xlm_flax.errors import InputError, MissingFileError
 
@@ -249,19 +249,20 @@ def write_config(directory: str, config: XLMConfig, architecture: str, dtype: np
         f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def copy_tokenizer_files(source: str | os.PathLike | None, directory: str) -> list[str]:
+def copy_tokenizer_files(source: str | os.PathLike | None, directory: str, hub: HubOptions | None = None) -> list[str]:
     """Copies the tokenizer files that `source` (a directory or hub id) has into `directory`; returns their names.
 
     Args:
         source: A directory or hub id; None copies nothing.
         directory: Where to copy them.
+        hub: The hub's arguments for a hub id.
     """
     if source is None:
         return []
     copied = []
     for filename in TOKENIZER_FILES:
         try:
-            path = resolve_file(source, filename, required=False)
+            path = resolve_file(source, filename, required=False, hub=hub)
         except MissingFileError:
             return copied
         if path is not None and not os.path.exists(os.path.join(directory, filename)):

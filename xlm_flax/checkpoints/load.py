@@ -8,6 +8,7 @@ into its per-layer parameters, so that layout too is loaded straight into place 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from xlm_flax.checkpoints.hub import HUB_ARGUMENTS, HubOptions
 from xlm_flax.checkpoints.plan import LoadPlan, _flax_name, abstract_model
 from xlm_flax.checkpoints.sources import TensorSource, open_weights
 from xlm_flax.config import XLMConfig
@@ -54,6 +56,7 @@ def load_pretrained(
     strict: bool = False,
     seed: int = 0,
     config: XLMConfig | None = None,
+    hub: HubOptions | None = None,
     **model_kwargs: Any,
 ) -> nnx.Module:
     """Loads a model of class `cls` from a native or transformers checkpoint directory or hub id.
@@ -71,6 +74,8 @@ def load_pretrained(
         strict: Refuse checkpoints that lack some of the model's tensors instead of initialising them fresh.
         seed: Seed for tensors that are initialised fresh (a head on top of a base checkpoint).
         config: Use this config instead of the checkpoint's, e.g. with another `num_labels` for a fresh head.
+        hub: The hub's arguments (`revision`, `token`, ...) for a hub id; they may also be given by name among
+            `model_kwargs`.
         **model_kwargs: Further constructor arguments (`layers`, `remat`). With `layers="per_layer"` the model is
             loaded straight into its per-layer parameters, and a `placer` is called once per layer with per-layer
             names (`transformer.attentions.0.q_lin.kernel`).
@@ -84,8 +89,11 @@ def load_pretrained(
     """
     if mesh is not None and placer is not None:
         raise InputError("give either mesh= (parameters sharded by the rules) or placer=, not both")
-    config = XLMConfig.from_pretrained(path_or_hub_id) if config is None else config
-    source = open_weights(path_or_hub_id)
+    given = HubOptions.pop_from(model_kwargs)
+    hub = HubOptions(**{**(hub or HubOptions()).as_kwargs(), **given.as_kwargs()})
+    _check_model_kwargs(cls, model_kwargs)
+    config = XLMConfig.from_pretrained(path_or_hub_id, **hub.as_kwargs()) if config is None else config
+    source = open_weights(path_or_hub_id, hub)
     try:
         return _load_into(
             cls,
@@ -156,6 +164,26 @@ def _load_into(
     model.name_or_path = name_or_path
     model.fresh_parameters = tuple(plan.missing_new)
     return model
+
+
+def _check_model_kwargs(cls: type, model_kwargs: dict[str, Any]) -> None:
+    """Refuses keywords that neither `from_pretrained` nor the constructor takes, naming `from_pretrained` (the
+    constructor would raise a TypeError naming `__init__`, which the caller never called)."""
+    parameters = dict(inspect.signature(cls.__init__).parameters)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        from xlm_flax.model.encoder import XLMModel  # heads pass their other options on to the encoder
+
+        parameters.update(inspect.signature(XLMModel.__init__).parameters)
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    allowed = {name for name, p in parameters.items() if p.kind in kinds}
+    allowed -= {"self", "config", "rngs", "dtype", "param_dtype"}
+    unknown = sorted(set(model_kwargs) - allowed)
+    if unknown:
+        raise TypeError(
+            f"{cls.__name__}.from_pretrained() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+            f"it takes dtype, param_dtype, mesh, rules, placer, strict, seed, config, the hub's arguments "
+            f"({', '.join(HUB_ARGUMENTS)}) and the constructor's ({', '.join(sorted(allowed)) or 'none'})"
+        )
 
 
 def _layer_index(members: list[tuple[int | None, tuple, Any]]) -> int | None:

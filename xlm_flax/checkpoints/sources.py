@@ -21,7 +21,7 @@ import ml_dtypes
 import numpy as np
 
 from xlm_flax.checkpoints.files import TORCH_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
-from xlm_flax.checkpoints.hub import resolve_file
+from xlm_flax.checkpoints.hub import HubOptions, resolve_file
 from xlm_flax.checkpoints.safetensors_io import SafetensorsReader
 from xlm_flax.errors import CheckpointError, MissingFileError
 
@@ -348,22 +348,23 @@ def torch_to_numpy(tensor: Any) -> np.ndarray:
     return tensor.numpy().copy()
 
 
-def open_weights(path_or_hub_id: str | os.PathLike) -> TensorSource:
+def open_weights(path_or_hub_id: str | os.PathLike, hub: HubOptions | None = None) -> TensorSource:
     """Opens the weights of a model directory or hub id, whichever layout they are in.
 
     Args:
         path_or_hub_id: A model directory or hub id.
+        hub: The hub's arguments (`revision`, ...).
 
     Raises:
         MissingFileError: when no weight file is found (the message lists the names looked for).
         CheckpointError: when the file cannot be read.
     """
-    single = resolve_file(path_or_hub_id, WEIGHTS_NAME, required=False)
+    single = resolve_file(path_or_hub_id, WEIGHTS_NAME, required=False, hub=hub)
     if single is not None:
         reader = SafetensorsReader(single)
         native = reader.metadata.get("library") == "xlm_flax"
         return SafetensorsSource([single], "flax" if native else "torch")
-    index = resolve_file(path_or_hub_id, WEIGHTS_INDEX_NAME, required=False)
+    index = resolve_file(path_or_hub_id, WEIGHTS_INDEX_NAME, required=False, hub=hub)
     if index is not None:
         try:
             with open(index, encoding="utf-8") as f:
@@ -377,8 +378,8 @@ def open_weights(path_or_hub_id: str | os.PathLike) -> TensorSource:
             raise CheckpointError(f"{index} lists no shards; download it again")
         for shard in shards:
             check_shard_name(index, shard)
-        return SafetensorsSource([resolve_file(path_or_hub_id, shard) for shard in shards], "torch")
-    torch_file = resolve_file(path_or_hub_id, TORCH_WEIGHTS_NAME, required=False)
+        return SafetensorsSource([resolve_file(path_or_hub_id, shard, hub=hub) for shard in shards], "torch")
+    torch_file = resolve_file(path_or_hub_id, TORCH_WEIGHTS_NAME, required=False, hub=hub)
     if torch_file is not None:
         return TorchFileSource(torch_file)
     raise MissingFileError(

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from xlm_flax.cli.common import PROG, UsageError, _print_err, add_common_flags, print_json
+from xlm_flax.cli.common import (
+    PROG,
+    UsageError,
+    _print_err,
+    add_common_flags,
+    add_hub_arguments,
+    hub_kwargs,
+    print_json,
+)
 from xlm_flax.cli.signals import handles_termination
 
 
@@ -38,7 +46,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
         )
     else:
         report = convert_checkpoint(
-            args.source, args.destination, dtype=args.dtype, force=args.force, verify=args.verify, log=_print_err
+            args.source,
+            args.destination,
+            dtype=args.dtype,
+            force=args.force,
+            verify=args.verify,
+            log=_print_err,
+            **hub_kwargs(args),
         )
     _print_report(report, args.json)
     return 0
@@ -103,6 +117,7 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
         json_output="the report (destination, architecture, format, dtype, n_tensors, n_parameters, "
         "tokenizer_files, max_abs_diff)",
     )
+    add_hub_arguments(convert)
 
 
 @handles_termination

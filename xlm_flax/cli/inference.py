@@ -9,7 +9,7 @@ import os
 import sys
 import tempfile
 
-from xlm_flax.cli.common import add_common_flags
+from xlm_flax.cli.common import add_common_flags, add_hub_arguments, hub_kwargs
 from xlm_flax.cli.signals import handles_termination
 from xlm_flax.errors import InputError
 
@@ -131,6 +131,7 @@ def add_fill_mask(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-truncate", action="store_true", help="fail on texts longer than the model's maximum")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="compute dtype (default float32)")
     add_common_flags(p, json_output='one object per text, {"input": ..., "predictions": ...} (JSON lines)')
+    add_hub_arguments(p)
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> int:
@@ -144,7 +145,7 @@ def cmd_fill_mask(args: argparse.Namespace) -> int:
         raise InputError("no text given: pass TEXT arguments or lines on standard input")
     from xlm_flax.inference.fill_mask import FillMask
 
-    fill = FillMask.from_pretrained(args.model, dtype=_dtype(args.dtype))
+    fill = FillMask.from_pretrained(args.model, dtype=_dtype(args.dtype), **hub_kwargs(args))
     targets = [t for t in args.targets.split(",") if t] if args.targets else None
     results = fill(
         texts,
@@ -203,6 +204,7 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
         help="progress bar on stderr (auto: long inputs on a terminal)",
     )
     add_common_flags(p)
+    add_hub_arguments(p)
 
 
 @handles_termination
@@ -221,7 +223,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     sentences = read_lines(args.input)
     from xlm_flax.inference.embeddings import Embedder
 
-    embedder = Embedder.from_pretrained(args.model, pooling=args.pooling, dtype=_dtype(args.dtype))
+    embedder = Embedder.from_pretrained(args.model, pooling=args.pooling, dtype=_dtype(args.dtype), **hub_kwargs(args))
     vectors = embedder.encode(
         sentences,
         batch_size=args.batch_size,

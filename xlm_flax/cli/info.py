@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from xlm_flax.cli.common import add_common_flags, print_json
+from xlm_flax.cli.common import add_common_flags, add_hub_arguments, hub_kwargs, print_json
 
 
 def add_info(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +27,7 @@ def add_info(sub: argparse._SubParsersAction) -> None:
         json_output="one object (model, architecture, weights, config, languages, parameters, stored_values, "
         "dtypes, tokenizer, devices)",
     )
+    add_hub_arguments(p)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -39,6 +40,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     import numpy as np
     from flax import nnx
 
+    from xlm_flax.checkpoints.hub import hub_options
     from xlm_flax.checkpoints.plan import abstract_model
     from xlm_flax.checkpoints.registry import MODEL_CLASSES
     from xlm_flax.checkpoints.sources import open_weights
@@ -46,8 +48,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     from xlm_flax.errors import MissingFileError
     from xlm_flax.tokenization import load_tokenizer
 
-    config = XLMConfig.from_pretrained(args.model)
-    weights = open_weights(args.model)
+    hub = hub_kwargs(args)
+    config = XLMConfig.from_pretrained(args.model, **hub)
+    weights = open_weights(args.model, hub_options(hub))
     try:
         kind, names = weights.kind, weights.names()
         dtypes = sorted({np.dtype(weights.dtype(n)).name for n in names})
@@ -79,7 +82,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "dtypes": dtypes,
     }
     try:
-        tokenizer = load_tokenizer(args.model)
+        tokenizer = load_tokenizer(args.model, **hub)
         info["tokenizer"] = {
             "class": type(tokenizer).__name__,
             "vocab_size": tokenizer.vocab_size,

@@ -10,7 +10,6 @@ traceback), 70 an internal failure (one line too; `--debug` or `XLM_FLAX_TRACEBA
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import traceback
@@ -25,6 +24,7 @@ from xlm_flax.cli.common import (
     UsageError,
     _Parser,
     _print_err,
+    configure_logging,
 )
 from xlm_flax.cli.demo import add_demo, cmd_demo
 from xlm_flax.cli.generate import add_generate, cmd_generate
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: The arguments; None reads `sys.argv[1:]`.
     """
-    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
+    configure_logging()
     # Without torch, importing transformers logs "PyTorch was not found. Models won't be available..." (an advisory
     # warning): nothing here needs transformers' models, and the extra stderr line would break the one-line errors.
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

@@ -15,12 +15,14 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from xlm_flax.checkpoints.hub import hub_options
 from xlm_flax.checkpoints.registry import MODEL_CLASSES
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import InputError
 from xlm_flax.inference.engine import _check_texts, _Engine
 from xlm_flax.inference.vectors import PRECISIONS, quantize_embeddings, quantize_token_embeddings, similarity_function
 from xlm_flax.model.encoder import XLMModel
+from xlm_flax.sharding.rules import resolve_rules
 from xlm_flax.tokenization import load_tokenizer
 
 POOLINGS = ("mean", "first", "max")
@@ -33,7 +35,7 @@ OUTPUT_VALUES = ("sentence_embedding", "token_embeddings", None)
 def _hidden(model: XLMModel, layers: tuple[int, ...], input_ids, attention_mask, langs) -> jax.Array:
     """float32 `[batch, length, emb_dim]`: the hidden state of `layers` (their mean for several)."""
     last_only = layers == (model.config.n_layers,)
-    out = model(input_ids, attention_mask, langs, output_hidden_states=not last_only)
+    out = model(input_ids, attention_mask, langs, output_hidden_states=not last_only, output_attentions=False)
     if last_only:
         return out.last_hidden_state.astype(jnp.float32)
     # hidden_states[0] is the embeddings output, [i] the output of layer i
@@ -147,6 +149,7 @@ class Embedder(_Engine):
         param_dtype: Any = None,
         mesh: Mesh | None = None,
         rules: Any = None,
+        **hub: Any,
     ) -> Embedder:
         """Loads the encoder and tokenizer of a checkpoint directory or hub id.
 
@@ -156,19 +159,26 @@ class Embedder(_Engine):
             dtype: Compute dtype (pooling and the returned vectors are float32 whatever it is).
             param_dtype: Storage dtype; None keeps the checkpoint's.
             mesh: Optional device mesh.
-            rules: Logical-axis rules for `mesh`.
+            rules: Logical-axis rules for `mesh` (`axis_rules(data="dp", model="tp")` for other axis names).
+            **hub: The hub's arguments for a hub id: `revision`, `token`, `cache_dir`, `local_files_only`,
+                `subfolder`, `force_download` (passed to huggingface_hub).
 
         Raises:
             MissingFileError: config, weights or tokenizer files are missing (the message names the file).
         """
         if pooling not in POOLINGS:
             raise InputError(f"pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
-        config = XLMConfig.from_pretrained(path_or_hub_id)
-        tokenizer = load_tokenizer(path_or_hub_id)
+        hub = hub_options(hub).as_kwargs()
+        if mesh is not None:
+            resolve_rules(rules, mesh)  # a mesh the rules cannot use: say so before loading anything
+        config = XLMConfig.from_pretrained(path_or_hub_id, **hub)
+        tokenizer = load_tokenizer(path_or_hub_id, **hub)
         # The checkpoint's own class, so that its head tensors are expected rather than reported as unused.
         architecture = next((a for a in config.architectures if a in MODEL_CLASSES), "XLMModel")
         model_cls = MODEL_CLASSES[architecture]
-        model = model_cls.from_pretrained(path_or_hub_id, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules)
+        model = model_cls.from_pretrained(
+            path_or_hub_id, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, **hub
+        )
         return cls(model, tokenizer, pooling=pooling, mesh=mesh, rules=rules)
 
     def _layers(self, layer: int | Sequence[int]) -> tuple[int, ...]:

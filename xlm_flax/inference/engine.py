@@ -29,8 +29,9 @@ from xlm_flax.inference.batching import (
     length_buckets,
     pad_batch,
 )
+from xlm_flax.sharding.mesh import auto_mesh, to_mesh
 from xlm_flax.sharding.placement import data_sharding, shard_model
-from xlm_flax.sharding.rules import DATA
+from xlm_flax.sharding.rules import batch_multiple
 from xlm_flax.tokenization import Languages, encode_text, truncate
 from xlm_flax.validation import check_tokenizer_fits
 
@@ -68,8 +69,10 @@ class _Engine:
     Args:
         model: The model to run (its parameters are placed on `mesh` when one is given).
         tokenizer: transformers' `XLMTokenizer` for the model.
-        mesh: Optional device mesh (`xlm_flax.make_mesh`).
-        rules: Logical-axis rules for placing the parameters (default `DEFAULT_RULES`).
+        mesh: Optional device mesh: `xlm_flax.make_mesh`, or the caller's own (`jax.make_mesh`, Explicit or Auto
+            axes) with `rules` naming its axes.
+        rules: Logical-axis rules for placing the parameters and splitting the batch (default `DEFAULT_RULES`;
+            `axis_rules(data="dp", model="tp")` for a mesh with axes `("dp", "tp")`).
     """
 
     def __init__(self, model: nnx.Module, tokenizer: Any, *, mesh: Mesh | None = None, rules: Any = None):
@@ -79,17 +82,23 @@ class _Engine:
         check_tokenizer_fits(tokenizer, self.config.vocab_size)  # larger: ids past the embeddings, NaN outputs
         self.tokenizer = tokenizer
         self.mesh = mesh
+        self.rules = rules
+        # The model runs on the Auto view of the caller's mesh (its modules leave shardings to XLA's propagation);
+        # the parameters move onto it without a copy.
+        self._compute_mesh = auto_mesh(mesh) if mesh is not None else None
         self.languages = Languages(self.config)
         self.graphdef, self.state = nnx.split(model)
+        if self._compute_mesh is not None:
+            self.state = to_mesh(self.state, self._compute_mesh)
         self.max_length = self.config.max_position_embeddings
         self.length_buckets = length_buckets(self.max_length)
-        self._multiple = mesh.shape[DATA] if mesh is not None else 1
+        self._multiple = batch_multiple(mesh, rules)
         self._executables: dict[tuple, Any] = {}
 
     @property
     def model(self) -> nnx.Module:
-        """The model (a new NNX object over the same parameters)."""
-        return nnx.merge(self.graphdef, self.state)
+        """The model (a new NNX object over the same parameters, on `mesh` when one was given)."""
+        return nnx.merge(self.graphdef, self.state if self.mesh is None else to_mesh(self.state, self.mesh))
 
     @property
     def num_compilations(self) -> int:
@@ -144,7 +153,7 @@ class _Engine:
             return None
         if self.mesh is None:
             return jax.device_put(array)
-        return jax.device_put(array, data_sharding(self.mesh, array.ndim))
+        return jax.device_put(array, data_sharding(self._compute_mesh, array.ndim, self.rules))
 
     # ----------------------------------------------------------------------------------------- device side
 

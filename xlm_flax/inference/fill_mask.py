@@ -14,6 +14,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from xlm_flax.checkpoints.hub import hub_options
 from xlm_flax.checkpoints.plan import TensorMismatchError
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import CheckpointError, InputError
@@ -24,6 +25,7 @@ from xlm_flax.inference.batching import (
 )
 from xlm_flax.inference.engine import _check_texts, _Engine, _preview, logger
 from xlm_flax.model.lm_head import XLMWithLMHeadModel
+from xlm_flax.sharding.rules import resolve_rules
 from xlm_flax.tokenization import encode_text, load_tokenizer
 
 
@@ -31,7 +33,9 @@ def _fill_mask_kernel(graphdef: nnx.GraphDef, top_k: int | None) -> Callable:
     def kernel(state, input_ids, attention_mask, langs, positions):
         # input_ids, attention_mask, langs: [batch, length]; positions: [batch, masks] of the mask tokens.
         model = nnx.merge(graphdef, state)
-        hidden = model.transformer(input_ids, attention_mask, langs).last_hidden_state  # [B, T, D]
+        # Explicit options: a config asking for attentions or hidden states by default must not cost anything here.
+        out = model.transformer(input_ids, attention_mask, langs, output_hidden_states=False, output_attentions=False)
+        hidden = out.last_hidden_state  # [B, T, D]
         picked = jnp.take_along_axis(hidden, positions[:, :, None], axis=1)  # [B, K, D]: only masks reach the head
         logits = model.pred_layer(picked, model.transformer.embeddings.embedding[...])  # [B, K, V] float32
         probs = jax.nn.softmax(logits, axis=-1)
@@ -72,6 +76,7 @@ class FillMask(_Engine):
         param_dtype: Any = None,
         mesh: Mesh | None = None,
         rules: Any = None,
+        **hub: Any,
     ) -> FillMask:
         """Loads the model and tokenizer of a checkpoint directory or hub id.
 
@@ -80,17 +85,22 @@ class FillMask(_Engine):
             dtype: Compute dtype (probabilities are float32 whatever it is).
             param_dtype: Storage dtype; None keeps the checkpoint's.
             mesh: Optional device mesh.
-            rules: Logical-axis rules for `mesh`.
+            rules: Logical-axis rules for `mesh` (`axis_rules(data="dp", model="tp")` for other axis names).
+            **hub: The hub's arguments for a hub id: `revision`, `token`, `cache_dir`, `local_files_only`,
+                `subfolder`, `force_download` (passed to huggingface_hub).
 
         Raises:
             MissingFileError: config, weights or tokenizer files are missing (the message names the file).
             CheckpointError: the checkpoint has no language-model head.
         """
-        XLMConfig.from_pretrained(path_or_hub_id)  # first, so that a missing or bad config.json is what is reported
-        tokenizer = load_tokenizer(path_or_hub_id)
+        hub = hub_options(hub).as_kwargs()
+        if mesh is not None:
+            resolve_rules(rules, mesh)  # a mesh the rules cannot use: say so before loading anything
+        XLMConfig.from_pretrained(path_or_hub_id, **hub)  # first: a missing or bad config.json is what is reported
+        tokenizer = load_tokenizer(path_or_hub_id, **hub)
         try:
             model = XLMWithLMHeadModel.from_pretrained(
-                path_or_hub_id, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, strict=True
+                path_or_hub_id, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, strict=True, **hub
             )
         except TensorMismatchError as e:
             if not e.missing_head:  # a damaged checkpoint, not one without the head

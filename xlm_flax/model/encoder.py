@@ -142,8 +142,8 @@ class XLMModel(PretrainedMixin, nnx.Module):
         *,
         inputs_embeds: jax.Array | None = None,  # [batch, length, emb_dim], instead of input_ids
         segment_ids: jax.Array | None = None,  # [batch, length] packed rows: sentence number, 0 = padding
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
     ) -> BaseModelOutput:
@@ -163,8 +163,9 @@ class XLMModel(PretrainedMixin, nnx.Module):
                 segment (and is causal within it for a causal model), `position_ids` default to the position
                 within each segment, and every sentence's outputs equal those of the sentence alone. Replaces
                 `attention_mask` and `lengths` (give neither).
-            output_hidden_states: Also return the embeddings output and every layer's output.
-            output_attentions: Also return every layer's attention weights.
+            output_hidden_states: Also return the embeddings output and every layer's output; None (the default)
+                uses `config.output_hidden_states`, as transformers does.
+            output_attentions: Also return every layer's attention weights; None uses `config.output_attentions`.
             deterministic: Disable dropout. When false, `rngs` must have a `dropout` stream.
             rngs: Random streams for dropout.
 
@@ -172,6 +173,8 @@ class XLMModel(PretrainedMixin, nnx.Module):
             A `BaseModelOutput`.
         """
         config = self.config
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
         if input_ids is None and inputs_embeds is None:
             raise ValueError("give input_ids or inputs_embeds")
         batch, length = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]

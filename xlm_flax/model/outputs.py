@@ -1,13 +1,71 @@
-"""Output dataclasses of the models, named and shaped as transformers' outputs."""
+"""Output dataclasses of the models, named, shaped and accessed as transformers' outputs.
+
+Each output is a `flax.struct.dataclass` (a pytree: it crosses `jax.jit`, `jax.tree.map` and `nnx` transforms) with
+transformers' `ModelOutput` access on top: `out.logits`, `out["logits"]`, `out[0]`, `out.to_tuple()`, `keys()`,
+`items()`, in transformers' order (`loss` first when present) with None fields skipped.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
 
 import flax.struct
 import jax
 
 
+class ModelOutput:
+    """transformers' `ModelOutput` access for our output dataclasses.
+
+    As in transformers, the fields that are None are not keys: `out[0]` is `loss` when labels were given and
+    `logits` otherwise, `len(out)` counts the fields that are set, and iterating yields the keys (a dict's
+    behaviour). The fields are in transformers' order: `loss` first, then as declared.
+    """
+
+    def keys(self) -> list[str]:
+        """Names of the fields that are not None, in transformers' order."""
+        names = [f.name for f in dataclasses.fields(self)]  # type: ignore[arg-type]
+        if "loss" in names:
+            names.remove("loss")
+            names.insert(0, "loss")
+        return [name for name in names if getattr(self, name) is not None]
+
+    def values(self) -> list[Any]:
+        """Values of `keys()`."""
+        return [getattr(self, name) for name in self.keys()]
+
+    def items(self) -> list[tuple[str, Any]]:
+        """`(name, value)` of `keys()`."""
+        return [(name, getattr(self, name)) for name in self.keys()]
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The values that are not None, in transformers' order (its `ModelOutput.to_tuple`)."""
+        return tuple(self.values())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of field `key` when it is set, else `default`."""
+        return getattr(self, key) if key in self.keys() else default
+
+    def __getitem__(self, key: str | int | slice) -> Any:
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(key)
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+
 @flax.struct.dataclass
-class BaseModelOutput:
+class BaseModelOutput(ModelOutput):
     """Output of `XLMModel`, as transformers' `BaseModelOutput`.
 
     Attributes:
@@ -22,7 +80,7 @@ class BaseModelOutput:
 
 
 @flax.struct.dataclass
-class MaskedLMOutput:
+class MaskedLMOutput(ModelOutput):
     """Output of `XLMWithLMHeadModel`, as transformers' `MaskedLMOutput`.
 
     Attributes:
@@ -39,7 +97,7 @@ class MaskedLMOutput:
 
 
 @flax.struct.dataclass
-class ClassifierOutput:
+class ClassifierOutput(ModelOutput):
     """Output of the sequence, token and multiple-choice heads (transformers' `SequenceClassifierOutput`,
     `TokenClassifierOutput`, `MultipleChoiceModelOutput`).
 
@@ -58,7 +116,7 @@ class ClassifierOutput:
 
 
 @flax.struct.dataclass
-class QuestionAnsweringOutput:
+class QuestionAnsweringOutput(ModelOutput):
     """Output of `XLMForQuestionAnsweringSimple` (transformers' `QuestionAnsweringModelOutput`).
 
     Attributes:
@@ -77,7 +135,7 @@ class QuestionAnsweringOutput:
 
 
 @flax.struct.dataclass
-class SquadOutput:
+class SquadOutput(ModelOutput):
     """Output of `XLMForQuestionAnswering` (transformers' `XLMForQuestionAnsweringOutput`).
 
     With start and end positions (training) only `loss` is set; without them (inference) the beam outputs are.
@@ -106,4 +164,11 @@ class SquadOutput:
     attentions: tuple[jax.Array, ...] | None = None
 
 
-__all__ = ["BaseModelOutput", "ClassifierOutput", "MaskedLMOutput", "QuestionAnsweringOutput", "SquadOutput"]
+__all__ = [
+    "BaseModelOutput",
+    "ClassifierOutput",
+    "MaskedLMOutput",
+    "ModelOutput",
+    "QuestionAnsweringOutput",
+    "SquadOutput",
+]

@@ -1,7 +1,7 @@
 """Sharding: how parameters and batches are laid out over a device mesh, and multi-host runs.
 
-* `rules`: the logical-axis rules table (`DEFAULT_RULES`) and its resolution to partition specs.
-* `mesh`: `make_mesh`.
+* `rules`: the logical-axis rules table (`DEFAULT_RULES`, `axis_rules` for other axis names) and its resolution.
+* `mesh`: `make_mesh`, and `auto_mesh` (the Auto view of any mesh, on which the model runs).
 * `placement`: parameter shardings, `shard_model`, sharded loading and initialisation.
 * `batch`: batches padded to the data axis and split over it.
 * `forward`: `sharded_forward` and `pmap_forward`.
@@ -15,7 +15,9 @@ __getattr__, __dir__ = lazy_namespace(
     {
         "DEFAULT_RULES": ".rules",
         "resolve_rules": ".rules",
+        "axis_rules": ".rules",
         "make_mesh": ".mesh",
+        "auto_mesh": ".mesh",
         "parameter_shardings": ".placement",
         "shard_model": ".placement",
         "init_sharded": ".placement",

@@ -8,22 +8,23 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 
 from xlm_flax.errors import InputError
 from xlm_flax.sharding.placement import data_sharding
-from xlm_flax.sharding.rules import DATA
+from xlm_flax.sharding.rules import Rules, batch_multiple
 from xlm_flax.tokens import IGNORE_INDEX
 
 
-def padded_batch_size(batch: int, mesh: Mesh) -> int:
-    """`batch` rounded up to a multiple of the mesh's data axis.
+def padded_batch_size(batch: int, mesh: Mesh, rules: Rules | None = None) -> int:
+    """`batch` rounded up to a multiple of the mesh's data axis (the `batch` rule's axis).
 
     Args:
         batch: Number of rows.
         mesh: The mesh.
+        rules: Overrides of `DEFAULT_RULES`.
     """
-    n = mesh.shape[DATA]
+    n = batch_multiple(mesh, rules)
     return math.ceil(batch / n) * n
 
 
@@ -47,8 +48,8 @@ def pad_rows(value: np.ndarray, rows: int, fill: int | float = 0) -> np.ndarray:
     return np.concatenate([value, pad])
 
 
-def shard_batch(inputs: Mapping[str, Any], mesh: Mesh) -> tuple[dict[str, jax.Array], int]:
-    """Puts a batch of host arrays on `mesh`, split over `data`, padded to a multiple of the data axis.
+def shard_batch(inputs: Mapping[str, Any], mesh: Mesh, rules: Rules | None = None) -> tuple[dict[str, jax.Array], int]:
+    """Puts a batch of host arrays on `mesh`, split over its data axis, padded to a multiple of that axis.
 
     In a multi-host run every process must pass the same global batch (each fills only its own devices); to give
     each process its own slice instead, use `xlm_flax.distributed.global_batch`.
@@ -57,6 +58,7 @@ def shard_batch(inputs: Mapping[str, Any], mesh: Mesh) -> tuple[dict[str, jax.Ar
         inputs: Name -> array `[batch, ...]` (NumPy or lists; None values are dropped). Arrays that are already
             `jax.Array`s whose batch divides the data axis are passed on as they are.
         mesh: The mesh.
+        rules: Overrides of `DEFAULT_RULES` (`batch` names the data axis).
 
     Returns:
         The placed arrays and the number of real rows.
@@ -69,14 +71,19 @@ def shard_batch(inputs: Mapping[str, Any], mesh: Mesh) -> tuple[dict[str, jax.Ar
     if not sizes or None in sizes.values() or len(set(sizes.values())) != 1:
         raise InputError(f"inputs must be arrays with one common batch size on their first axis; got {sizes}")
     batch = next(iter(sizes.values()))
-    rows = padded_batch_size(batch, mesh)
+    rows = padded_batch_size(batch, mesh, rules)
     placed = {}
     for name, value in inputs.items():
         if isinstance(value, jax.Array) and (not value.is_fully_addressable or batch == rows):
-            placed[name] = value  # already global (e.g. from distributed.global_batch): jit takes it as it is
+            # Already global (e.g. from distributed.global_batch): jit takes it as it is, once on `mesh` itself
+            # rather than on another view of the same devices (the caller's Explicit mesh; no data moves).
+            sharding = value.sharding
+            if isinstance(sharding, NamedSharding) and sharding.mesh != mesh:
+                value = jax.device_put(value, NamedSharding(mesh, sharding.spec))
+            placed[name] = value
             continue
         host = pad_rows(np.asarray(value), rows, PAD_VALUES.get(name, 0))
-        sharding = data_sharding(mesh, host.ndim)
+        sharding = data_sharding(mesh, host.ndim, rules)
         placed[name] = jax.make_array_from_callback(host.shape, sharding, lambda index, host=host: host[index])
     return placed, batch
 

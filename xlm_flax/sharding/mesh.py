@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
 from jax.experimental import mesh_utils
-from jax.sharding import AxisType, Mesh
+from jax.sharding import AxisType, Mesh, NamedSharding
 
 from xlm_flax.errors import InputError
 from xlm_flax.sharding.rules import DATA, MODEL
@@ -58,4 +59,44 @@ def make_mesh(data: int = -1, model: int = 1, *, devices: Sequence[jax.Device] |
     return Mesh(np.asarray(devices).reshape(data, model), (DATA, MODEL), axis_types=auto)
 
 
-__all__ = ["make_mesh"]
+def auto_mesh(mesh: Mesh) -> Mesh:
+    """`mesh` with every axis `AxisType.Auto`: the same devices and axis names, for running the model.
+
+    The model's modules carry no sharding annotations: they rely on XLA's partitioner to propagate the shardings of
+    parameters and batch (Auto axes). Under Explicit axes (`jax.make_mesh`'s default) JAX's sharding-in-types would
+    instead demand an output sharding on every ambiguous operation, starting with the embedding gather. Arrays move
+    between a mesh and its Auto view without a copy (the same devices hold the same shards), so the forward passes
+    run on this view and hand their outputs back on the caller's mesh.
+
+    Args:
+        mesh: Any mesh, e.g. from `jax.make_mesh` (Explicit axes by default) or `make_mesh` (Auto).
+
+    Returns:
+        `mesh` itself when all its axes are already Auto, else the Auto view of it.
+    """
+    if all(t == AxisType.Auto for t in mesh.axis_types):
+        return mesh
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
+
+
+def to_mesh(tree: Any, mesh: Mesh) -> Any:
+    """Moves the arrays of `tree` that lie on another view of `mesh` (same devices, e.g. `auto_mesh(mesh)`) onto
+    `mesh` itself, keeping their partition specs: no data moves. Other leaves are returned as they are.
+
+    Args:
+        tree: A pytree (a model output, a state).
+        mesh: The mesh wanted.
+    """
+
+    def move(x: Any) -> Any:
+        sharding = getattr(x, "sharding", None)
+        if not isinstance(sharding, NamedSharding) or sharding.mesh == mesh:
+            return x
+        if sharding.mesh.axis_names != mesh.axis_names or sharding.mesh.devices.shape != mesh.devices.shape:
+            return x
+        return jax.device_put(x, NamedSharding(mesh, sharding.spec))
+
+    return jax.tree.map(move, tree)
+
+
+__all__ = ["auto_mesh", "make_mesh", "to_mesh"]

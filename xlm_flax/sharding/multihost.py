@@ -34,6 +34,7 @@ from jax.sharding import Mesh
 from xlm_flax.errors import InputError
 from xlm_flax.sharding.batch import PAD_VALUES, pad_rows, padded_batch_size
 from xlm_flax.sharding.placement import data_sharding
+from xlm_flax.sharding.rules import Rules
 
 logger = logging.getLogger("xlm_flax")
 
@@ -195,7 +196,7 @@ def initialize(
     return info
 
 
-def process_rows(batch: int, mesh: Mesh) -> slice:
+def process_rows(batch: int, mesh: Mesh, rules: Rules | None = None) -> slice:
     """The rows of a global batch of `batch` examples that this process feeds.
 
     The batch is padded to a multiple of the mesh's data axis; the rows of the padded batch that land on this
@@ -205,6 +206,7 @@ def process_rows(batch: int, mesh: Mesh) -> slice:
     Args:
         batch: Number of real examples in the global batch.
         mesh: The global mesh.
+        rules: Overrides of `DEFAULT_RULES` (`batch` names the data axis), as given to `sharded_forward`.
 
     Returns:
         `slice(start, stop)` into the global list of examples.
@@ -212,8 +214,8 @@ def process_rows(batch: int, mesh: Mesh) -> slice:
     Raises:
         InputError: when this process's devices do not hold one contiguous block (a hand-made device order).
     """
-    rows = padded_batch_size(batch, mesh)
-    indices = data_sharding(mesh, 1).addressable_devices_indices_map((rows,)).values()
+    rows = padded_batch_size(batch, mesh, rules)
+    indices = data_sharding(mesh, 1, rules).addressable_devices_indices_map((rows,)).values()
     spans = sorted({(index[0].start or 0, rows if index[0].stop is None else index[0].stop) for index in indices})
     start, stop = spans[0][0], spans[-1][1]
     covered = sum(b - a for a, b in spans)
@@ -225,8 +227,8 @@ def process_rows(batch: int, mesh: Mesh) -> slice:
     return slice(min(start, batch), min(stop, batch))
 
 
-def global_batch(local: Mapping[str, Any], mesh: Mesh, batch: int) -> dict[str, jax.Array]:
-    """Builds global arrays, split over `data`, from each process's own rows (`jax.make_array_from_process_local_data`).
+def global_batch(local: Mapping[str, Any], mesh: Mesh, batch: int, rules: Rules | None = None) -> dict[str, jax.Array]:
+    """Builds global arrays, split over the data axis, from each process's own rows (`jax.make_array_from_process_local_data`).
 
     Every process calls it with its rows `examples[process_rows(batch, mesh)]`; padding rows up to a multiple of the
     data axis are added here.
@@ -235,6 +237,7 @@ def global_batch(local: Mapping[str, Any], mesh: Mesh, batch: int) -> dict[str, 
         local: Name -> this process's rows `[rows, ...]` (None values are dropped).
         mesh: The global mesh.
         batch: Number of real examples in the global batch.
+        rules: Overrides of `DEFAULT_RULES` (`batch` names the data axis), as given to `sharded_forward`.
 
     Returns:
         Name -> global `jax.Array` `[padded_batch, ...]`, to pass to `sharded_forward`'s function with
@@ -243,10 +246,10 @@ def global_batch(local: Mapping[str, Any], mesh: Mesh, batch: int) -> dict[str, 
     Raises:
         InputError: when a local array has the wrong number of rows.
     """
-    rows = process_rows(batch, mesh)
-    padded = padded_batch_size(batch, mesh)
+    rows = process_rows(batch, mesh, rules)
+    padded = padded_batch_size(batch, mesh, rules)
     # Rows of the padded batch this process owns: its real rows, then its share of the padding.
-    indices = data_sharding(mesh, 1).addressable_devices_indices_map((padded,)).values()
+    indices = data_sharding(mesh, 1, rules).addressable_devices_indices_map((padded,)).values()
     own = max(index[0].stop or padded for index in indices) - min(index[0].start or 0 for index in indices)
     out = {}
     for name, value in local.items():
@@ -259,7 +262,7 @@ def global_batch(local: Mapping[str, Any], mesh: Mesh, batch: int) -> dict[str, 
                 f"{rows.stop - rows.start} (rows {rows.start}:{rows.stop} of {batch}, see process_rows)"
             )
         value = pad_rows(value, own, PAD_VALUES.get(name, 0))
-        sharding = data_sharding(mesh, value.ndim)
+        sharding = data_sharding(mesh, value.ndim, rules)
         out[name] = jax.make_array_from_process_local_data(sharding, value, (padded, *value.shape[1:]))
     return out
 

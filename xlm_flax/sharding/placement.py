@@ -15,7 +15,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from xlm_flax.model.layers import logical_axes
-from xlm_flax.sharding.rules import DATA, Rules, _divisible_spec, logical_to_spec
+from xlm_flax.sharding.mesh import auto_mesh, to_mesh
+from xlm_flax.sharding.rules import Rules, _divisible_spec, batch_axis, logical_to_spec
 
 
 def variable_sharding(variable: nnx.Variable, mesh: Mesh, rules: Rules | None = None) -> NamedSharding:
@@ -119,19 +120,22 @@ def init_sharded(factory: Callable[[], nnx.Module], mesh: Mesh, rules: Rules | N
         The model, its parameters sharded over `mesh`.
     """
     graphdef, abstract_state = nnx.split(nnx.eval_shape(factory))
-    shardings = parameter_shardings(abstract_state, mesh, rules)
+    # The constructor has no sharding annotations: it runs on the Auto view of the mesh (see `auto_mesh`) and the
+    # parameters are then handed over to `mesh` itself, without a copy.
+    shardings = parameter_shardings(abstract_state, auto_mesh(mesh), rules)
     state = jax.jit(lambda: nnx.state(factory()), out_shardings=shardings)()
-    return nnx.merge(graphdef, state)
+    return nnx.merge(graphdef, to_mesh(state, mesh))
 
 
-def data_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
-    """Sharding of a batch array `[batch, ...]`: split over `data`, the rest replicated.
+def data_sharding(mesh: Mesh, ndim: int = 2, rules: Rules | None = None) -> NamedSharding:
+    """Sharding of a batch array `[batch, ...]`: split over the `batch` rule's mesh axis, the rest replicated.
 
     Args:
         mesh: The mesh.
         ndim: Rank of the array.
+        rules: Overrides of `DEFAULT_RULES` (`batch` names the data axis).
     """
-    return NamedSharding(mesh, PartitionSpec(DATA, *([None] * (ndim - 1))))
+    return NamedSharding(mesh, PartitionSpec(batch_axis(mesh, rules), *([None] * (ndim - 1))))
 
 
 __all__ = ["data_sharding", "init_sharded", "parameter_shardings", "shard_model", "sharded_placer", "variable_sharding"]

@@ -7,8 +7,9 @@ the names are resolved with Flax's rule machinery: `logical_to_spec` uses `flax.
     with nnx.logical_axis_rules(flax_rules()):
         shardings = nnx.get_named_sharding(nnx.state(model), mesh)
 
-On top of Flax's resolution, `logical_to_spec` drops mesh axes of size 1 and `_divisible_spec` leaves unsharded the
-dimensions that their mesh axis does not divide, so the same rules fit any mesh and any model size.
+Rules may name any mesh axis (`axis_rules(data="dp", model="tp")` for a mesh of the user's own), and a mesh the rules
+cannot use is an error. On top of Flax's resolution, `logical_to_spec` drops mesh axes of size 1 and `_divisible_spec`
+leaves unsharded the dimensions that their mesh axis does not divide, so the same rules fit any mesh and model size.
 """
 
 from __future__ import annotations
@@ -47,37 +48,103 @@ DEFAULT_RULES: Mapping[str, str | None] = {
 }
 
 
-def resolve_rules(rules: Rules | None = None) -> dict[str, str | None]:
-    """`DEFAULT_RULES` with `rules` laid over them.
+def axis_rules(data: str | None = DATA, model: str | None = MODEL) -> dict[str, str | None]:
+    """The rules for a mesh whose two axes have other names than `data` and `model`.
+
+    `axis_rules(data="dp", model="tp")` is `{"batch": "dp", "heads": "tp", "mlp": "tp", "vocab": "tp"}`: the batch
+    over `data`, the wide weight dimensions over `model`, as `DEFAULT_RULES` does for a mesh from `make_mesh`.
+
+    Args:
+        data: The mesh axis the batch is split over (None: the batch is replicated).
+        model: The mesh axis the attention heads, FFN units and vocabulary are split over (None: weights replicated).
+
+    Returns:
+        A rules table to pass as `rules=` wherever it is taken.
+    """
+    return {"batch": data, "heads": model, "mlp": model, "vocab": model}
+
+
+def resolve_rules(rules: Rules | None = None, mesh: Mesh | None = None) -> dict[str, str | None]:
+    """`DEFAULT_RULES` with `rules` laid over them, checked against `mesh` when one is given.
 
     Only the names given change: `{"vocab": None}` keeps the vocabulary whole and leaves every other default. The
     names given come first in the table: where two dimensions of one array ask for the same mesh axis, the earlier
     rule gets it (Flax's precedence), so e.g. `{"embed": "model"}` shards the embedding dimension of the attention
     kernels instead of their heads.
 
+    Rules may name any mesh axis. With `mesh`, rules naming an axis the mesh does not have are dropped (a 1-D
+    `("data",)` mesh just replicates the weights) unless that leaves a mesh axis of more than one device unused, which
+    means that the rules were written for other axis names (`("dp", "tp")` with the default `data`/`model` rules):
+    that is an error saying which rules to pass, never a silently replicated model.
+
     Args:
         rules: A mapping or a sequence of `(logical_name, mesh_axis)` pairs; a mesh axis of None replicates.
+        mesh: The mesh the rules are for.
 
     Returns:
         The complete table, in order of precedence.
 
     Raises:
-        InputError: when an entry is not a (name, axis) pair or names an axis other than `data`, `model` or None.
+        InputError: when an entry is not a (name, axis) pair, or the rules do not fit the mesh's axes.
     """
     if rules is None:
-        return dict(DEFAULT_RULES)
-    if not isinstance(rules, (Mapping, list, tuple)):
-        raise InputError(f"rules: {rules!r}; give a mapping {{name: mesh_axis}} or (name, mesh_axis) pairs")
-    given: dict[str, str | None] = {}
-    pairs = rules.items() if isinstance(rules, Mapping) else rules
-    for pair in pairs:
-        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], str)):
-            raise InputError(f"rules: {pair!r} is not a (logical_name, mesh_axis) pair, e.g. ('vocab', None)")
-        name, axis = pair
-        if axis not in (DATA, MODEL, None):
-            raise InputError(f"rules: {name!r} -> {axis!r}; the mesh axes are {DATA!r} and {MODEL!r} (or None)")
-        given[name] = axis
-    return {**given, **{name: axis for name, axis in DEFAULT_RULES.items() if name not in given}}
+        table = dict(DEFAULT_RULES)
+    else:
+        if not isinstance(rules, (Mapping, list, tuple)):
+            raise InputError(f"rules: {rules!r}; give a mapping {{name: mesh_axis}} or (name, mesh_axis) pairs")
+        given: dict[str, str | None] = {}
+        pairs = rules.items() if isinstance(rules, Mapping) else rules
+        for pair in pairs:
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], str)):
+                raise InputError(f"rules: {pair!r} is not a (logical_name, mesh_axis) pair, e.g. ('vocab', None)")
+            name, axis = pair
+            if axis is not None and not isinstance(axis, str):
+                raise InputError(f"rules: {name!r} -> {axis!r}; a mesh axis is an axis name (a string) or None")
+            given[name] = axis
+        table = {**given, **{name: axis for name, axis in DEFAULT_RULES.items() if name not in given}}
+    if mesh is not None:
+        _check_fits(table, mesh)
+    return table
+
+
+def _check_fits(table: Mapping[str, str | None], mesh: Mesh) -> None:
+    """Raises when the rules name axes the mesh lacks while leaving some of its axes (of size > 1) unused."""
+    names = tuple(mesh.axis_names)
+    absent = {name: axis for name, axis in table.items() if axis is not None and axis not in names}
+    used = {axis for axis in table.values() if axis in names}
+    unused = [axis for axis in names if axis not in used and mesh.shape[axis] > 1]
+    if absent and unused:
+        wanted = sorted(set(absent.values()))
+        if len(names) == 2:
+            hint = f"rules=axis_rules(data={names[0]!r}, model={names[1]!r}), i.e. {axis_rules(*names)}"
+        else:
+            hint = "rules={logical name: mesh axis} naming the mesh's axes"
+        raise InputError(
+            f"the rules shard over mesh axes {wanted}, but the mesh has axes {dict(mesh.shape)}; pass {hint} "
+            "(axis_rules is in xlm_flax.sharding), or build the mesh with xlm_flax.make_mesh"
+        )
+
+
+def batch_axis(mesh: Mesh, rules: Rules | None = None) -> str | None:
+    """The mesh axis the batch is split over (the `batch` rule), or None when the batch is replicated.
+
+    Args:
+        mesh: The mesh.
+        rules: Overrides of `DEFAULT_RULES`.
+
+    Raises:
+        InputError: when the rules do not fit the mesh (see `resolve_rules`).
+    """
+    axis = resolve_rules(rules, mesh)["batch"]
+    return axis if axis in mesh.axis_names else None
+
+
+def batch_multiple(mesh: Mesh | None, rules: Rules | None = None) -> int:
+    """Number of devices the batch is split over: batches are padded to a multiple of it (1 without a mesh)."""
+    if mesh is None:
+        return 1
+    axis = batch_axis(mesh, rules)
+    return 1 if axis is None else int(mesh.shape[axis])
 
 
 def flax_rules(rules: Rules | None = None) -> tuple[tuple[str, str | None], ...]:
@@ -105,9 +172,12 @@ def logical_to_spec(axes: Sequence[str | None], rules: Rules | None = None, mesh
     Returns:
         One mesh axis (or None) per dimension.
     """
-    table = flax_rules(rules)
+    table = tuple(resolve_rules(rules, mesh).items())
     if mesh is not None:
-        table = tuple((name, None if axis is None or mesh.shape.get(axis, 1) == 1 else axis) for name, axis in table)
+        # Rules to axes the mesh lacks (resolve_rules has checked that this leaves no mesh axis idle) or of size 1.
+        table = tuple(
+            (name, axis if axis in mesh.axis_names and mesh.shape[axis] > 1 else None) for name, axis in table
+        )
     return logical_to_mesh_axes(tuple(axes), table)
 
 
@@ -118,4 +188,15 @@ def _divisible_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> Pa
     )
 
 
-__all__ = ["DATA", "DEFAULT_RULES", "MODEL", "Rules", "flax_rules", "logical_to_spec", "resolve_rules"]
+__all__ = [
+    "DATA",
+    "DEFAULT_RULES",
+    "MODEL",
+    "Rules",
+    "axis_rules",
+    "batch_axis",
+    "batch_multiple",
+    "flax_rules",
+    "logical_to_spec",
+    "resolve_rules",
+]

@@ -14,7 +14,7 @@ import os
 import weakref
 from typing import Any
 
-from xlm_flax.checkpoints.hub import resolve_file
+from xlm_flax.checkpoints.hub import hub_options, resolve_file
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import DependencyError, InputError, MissingFileError
 from xlm_flax.tokens import SPECIAL_TOKENS
@@ -32,12 +32,14 @@ MERGES_FILE = "merges.txt"
 OPTIONAL_TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 
 
-def load_tokenizer(path_or_hub_id: str | os.PathLike) -> Any:
+def load_tokenizer(path_or_hub_id: str | os.PathLike, **hub: Any) -> Any:
     """Loads transformers' `XLMTokenizer` from a model directory or hub id.
 
     Args:
         path_or_hub_id: A directory holding `vocab.json` and `merges.txt` (and usually `tokenizer_config.json`),
             or a hub id such as `FacebookAI/xlm-mlm-en-2048`.
+        **hub: The hub's arguments: `revision`, `token`, `cache_dir`, `local_files_only`, `subfolder`,
+            `force_download`.
 
     Returns:
         A `transformers.XLMTokenizer`.
@@ -45,16 +47,19 @@ def load_tokenizer(path_or_hub_id: str | os.PathLike) -> Any:
     Raises:
         MissingFileError: the directory lacks `vocab.json` or `merges.txt` (the message names the file).
     """
+    hub = hub_options(hub)
     try:
-        vocab = resolve_file(path_or_hub_id, VOCAB_FILE)
-        resolve_file(path_or_hub_id, MERGES_FILE)
+        vocab = resolve_file(path_or_hub_id, VOCAB_FILE, hub=hub)
+        resolve_file(path_or_hub_id, MERGES_FILE, hub=hub)
     except MissingFileError as e:
         raise MissingFileError(
             f"{e} (the tokenizer needs {VOCAB_FILE} and {MERGES_FILE}; copy them from the original model, or "
             "convert it with `xlm-flax convert`, which copies them)"
         ) from e
     for name in OPTIONAL_TOKENIZER_FILES:
-        resolve_file(path_or_hub_id, name, required=False)  # hub ids: bring them into the same snapshot directory
+        resolve_file(
+            path_or_hub_id, name, required=False, hub=hub
+        )  # hub ids: bring them into the same snapshot directory
     from transformers import XLMTokenizer
 
     from xlm_flax.validation import check_tokenizer_files

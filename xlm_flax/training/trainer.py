@@ -21,15 +21,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import CheckpointError, InputError, MissingFileError
 from xlm_flax.model.heads.classification import XLMForSequenceClassification
 from xlm_flax.model.lm_head import XLMWithLMHeadModel
-from xlm_flax.sharding.mesh import make_mesh
+from xlm_flax.sharding.mesh import auto_mesh, make_mesh
 from xlm_flax.sharding.placement import parameter_shardings
-from xlm_flax.sharding.rules import DATA
+from xlm_flax.sharding.rules import Rules, batch_axis, batch_multiple
 from xlm_flax.training.config import TrainConfig
 from xlm_flax.training.data import Batch, make_batches, read_classification_file
 from xlm_flax.training.evaluation import ClassificationMetrics, evaluate_classifier
@@ -58,6 +58,10 @@ class Trainer:
         model: A model to train instead of building one from `config.model` (its class must suit the objective).
         tokenizer: A tokenizer instead of `XLMTokenizer.from_pretrained(config.tokenizer or config.model)`.
         log: Where progress lines go (default: the `xlm_flax.training` logger at INFO).
+        mesh: A mesh of the caller's own (e.g. `jax.make_mesh((4, 2), ("dp", "tp"))`, Explicit or Auto axes) instead
+            of one built from `config.mesh_shape`.
+        rules: Logical-axis rules for the mesh; needed when its axes are not named `data` and `model`
+            (`xlm_flax.sharding.axis_rules(data="dp", model="tp")`).
 
     Attributes:
         history: `(step, loss)` of every step run by this object, in order.
@@ -70,17 +74,25 @@ class Trainer:
         model: nnx.Module | None = None,
         tokenizer: Any = None,
         log: Callable[[str], None] | None = None,
+        mesh: Mesh | None = None,
+        rules: Rules | None = None,
     ):
         self.config = config
         self.log = log or logger.info
         check_output_dirs(config.output_dir)  # before any work: a run that cannot save must not train for hours
-        data, width = config.mesh_shape
-        # Explicit sizes take the first devices (a (1, 1) mesh runs on one device of many); -1 takes them all.
-        self.mesh = make_mesh(data, width, devices=jax.devices()[: data * width] if data > 0 and width > 0 else None)
-        if config.batch_size % self.mesh.shape[DATA]:
-            raise InputError(
-                f"batch_size={config.batch_size} is not a multiple of the mesh's data axis ({self.mesh.shape[DATA]})"
-            )
+        if mesh is None:
+            data, width = config.mesh_shape
+            # Explicit sizes take the first devices (a (1, 1) mesh runs on one device of many); -1 takes them all.
+            mesh = make_mesh(data, width, devices=jax.devices()[: data * width] if data > 0 and width > 0 else None)
+        self.mesh = mesh
+        self.rules = rules
+        # The step runs on the Auto view of the mesh (the modules leave shardings to XLA's propagation); parameters
+        # and optimiser state live there too.
+        self._compute_mesh = auto_mesh(mesh)
+        self._data_axis = batch_axis(mesh, rules)  # checks that the rules fit the mesh
+        multiple = batch_multiple(mesh, rules)
+        if config.batch_size % multiple:
+            raise InputError(f"batch_size={config.batch_size} is not a multiple of the mesh's data axis ({multiple})")
         if tokenizer is None:
             from transformers import XLMTokenizer
 
@@ -107,7 +119,7 @@ class Trainer:
         self._accepts_segment_ids = "segment_ids" in inspect.signature(type(model).__call__).parameters
         self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
         self._model = model
-        shardings = parameter_shardings(params, self.mesh)
+        shardings = parameter_shardings(params, self._compute_mesh, rules)
         self.params = jax.device_put(params, shardings)
         self.optimizer = make_optimizer(config)
         self.opt_state = self._init_opt_state(shardings)
@@ -121,7 +133,7 @@ class Trainer:
             jax.tree.map(lambda a: a.sharding, self.opt_state),
         )
         step = make_train_step(self.graphdef, self.optimizer, prepare=prepare, seed=config.seed)
-        replicated = NamedSharding(self.mesh, PartitionSpec())
+        replicated = NamedSharding(self._compute_mesh, PartitionSpec())
         self._step = jax.jit(
             step,
             out_shardings=(*state_shardings, replicated),
@@ -149,7 +161,7 @@ class Trainer:
     def _init_opt_state(self, shardings: nnx.State) -> Any:
         # Moments mirror the parameters and take their shardings; scalars (the step count) are replicated.
         abstract = jax.eval_shape(self.optimizer.init, self.params)
-        replicated = NamedSharding(self.mesh, PartitionSpec())
+        replicated = NamedSharding(self._compute_mesh, PartitionSpec())
         flat_shardings = {tuple(map(str, p)): s for p, s in jax.tree_util.tree_leaves_with_path(shardings)}
 
         def sharding_of(path, leaf):
@@ -252,7 +264,8 @@ class Trainer:
     def _device_batch(self, batch: Batch) -> dict[str, jax.Array]:
         out = {}
         for name, value in batch.items():
-            sharding = NamedSharding(self.mesh, PartitionSpec(None, DATA, *([None] * (value.ndim - 2))))
+            spec = PartitionSpec(None, self._data_axis, *([None] * (value.ndim - 2)))
+            sharding = NamedSharding(self._compute_mesh, spec)
             if self.data.process_local:  # this process's rows only (StreamingBatches)
                 out[name] = jax.make_array_from_process_local_data(sharding, value)
             else:
@@ -381,7 +394,13 @@ class Trainer:
 
 
 def train(
-    config: TrainConfig, *, resume: bool = True, log: Callable[[str], None] | None = None, progress: bool = True
+    config: TrainConfig,
+    *,
+    resume: bool = True,
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
+    mesh: Mesh | None = None,
+    rules: Rules | None = None,
 ) -> Trainer:
     """Runs a whole training: resumes from `output_dir`'s latest checkpoint when there is one, trains to
     `config.steps`, and writes the final model to `output_dir/model`.
@@ -391,11 +410,13 @@ def train(
         resume: Continue from the latest checkpoint in `output_dir`, if any.
         log: Where progress lines go (default: the `xlm_flax.training` logger at INFO).
         progress: Show a progress bar with the loss and throughput (False for none).
+        mesh: A mesh of the caller's own instead of `config.mesh_shape` (see `Trainer`).
+        rules: Logical-axis rules for `mesh` (see `Trainer`).
 
     Returns:
         The `Trainer`, whose `history` holds the losses.
     """
-    trainer = Trainer(config, log=log)
+    trainer = Trainer(config, log=log, mesh=mesh, rules=rules)
     try:
         if resume:
             trainer.restore_checkpoint()
