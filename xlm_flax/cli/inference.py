@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 
+from xlm_flax.cli.common import PRECISION_HELP
 from xlm_flax.errors import InputError
 
 DTYPES = ("float32", "bfloat16")
@@ -94,6 +95,7 @@ def add_fill_mask(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="texts per device batch (default 8)")
     p.add_argument("--no-truncate", action="store_true", help="fail on texts longer than the model's maximum")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="compute dtype (default float32)")
+    p.add_argument("--precision", default=None, help=PRECISION_HELP)
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> int:
@@ -107,7 +109,7 @@ def cmd_fill_mask(args: argparse.Namespace) -> int:
         raise InputError("no text given: pass TEXT arguments or lines on standard input")
     from xlm_flax.inference.fill_mask import FillMask
 
-    fill = FillMask.from_pretrained(args.model, dtype=_dtype(args.dtype))
+    fill = FillMask.from_pretrained(args.model, dtype=_dtype(args.dtype), precision=args.precision)
     targets = [t for t in args.targets.split(",") if t] if args.targets else None
     results = fill(
         texts,
@@ -155,6 +157,7 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lang", help="language code (e.g. en) for tokenization and language embeddings")
     p.add_argument("--no-truncate", action="store_true", help="fail on sentences longer than the model's maximum")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="compute dtype (default float32)")
+    p.add_argument("--precision", default=None, help=PRECISION_HELP)
     p.add_argument(
         "--progress",
         default="auto",
@@ -177,7 +180,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
     sentences = read_lines(args.input)
     from xlm_flax.inference.embeddings import Embedder
 
-    embedder = Embedder.from_pretrained(args.model, pooling=args.pooling, dtype=_dtype(args.dtype))
+    embedder = Embedder.from_pretrained(
+        args.model, pooling=args.pooling, dtype=_dtype(args.dtype), precision=args.precision
+    )
     vectors = embedder.encode(
         sentences,
         batch_size=args.batch_size,

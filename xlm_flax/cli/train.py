@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from xlm_flax.cli.common import _print_err
+from xlm_flax.cli.common import PRECISION_HELP, _print_err
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -27,6 +27,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         schedule=args.schedule,
         weight_decay=args.weight_decay,
         dtype=args.dtype,
+        precision=args.precision,
         remat=args.remat,
         mesh_shape=(args.data, args.model_parallel),
         seed=args.seed,
@@ -61,6 +62,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule", default="linear", choices=["linear", "cosine", "constant"])
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
+    p.add_argument("--precision", default=None, help=PRECISION_HELP)
     p.add_argument("--remat", action="store_true", help="recompute layer activations in the backward pass")
     p.add_argument("--data", type=int, default=-1, help="data-parallel mesh size (default: all devices)")
     p.add_argument("--model-parallel", type=int, default=1, help="model-parallel mesh size")

@@ -94,6 +94,7 @@ class Embedder(_Engine):
         pooling: str = "mean",
         dtype: Any = jnp.float32,
         param_dtype: Any = None,
+        precision: Any = None,
         mesh: Mesh | None = None,
         rules: Any = None,
     ) -> Embedder:
@@ -104,6 +105,7 @@ class Embedder(_Engine):
             pooling: See the class.
             dtype: Compute dtype (pooling and the returned vectors are float32 whatever it is).
             param_dtype: Storage dtype; None keeps the checkpoint's.
+            precision: Matmul precision (`XLMModel`'s `precision`); None is its default, `"highest"`.
             mesh: Optional device mesh.
             rules: Logical-axis rules for `mesh`.
 
@@ -117,7 +119,9 @@ class Embedder(_Engine):
         # The checkpoint's own class, so that its head tensors are expected rather than reported as unused.
         architecture = next((a for a in config.architectures if a in MODEL_CLASSES), "XLMModel")
         model_cls = MODEL_CLASSES[architecture]
-        model = model_cls.from_pretrained(path_or_hub_id, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules)
+        model = model_cls.from_pretrained(
+            path_or_hub_id, dtype=dtype, param_dtype=param_dtype, precision=precision, mesh=mesh, rules=rules
+        )
         return cls(model, tokenizer, pooling=pooling, mesh=mesh, rules=rules)
 
     def _layers(self, layer: int | Sequence[int]) -> tuple[int, ...]:
