@@ -227,11 +227,14 @@ def _splash_kernel(length: int, heads: int, causal: bool, interpret: bool):
 
     shape = (length, length)
     head_mask = splash.CausalMask(shape) if causal else splash.FullMask(shape)
-    return splash.make_splash_mha_single_device(
-        splash.MultiHeadMask([head_mask] * heads),
-        block_sizes=splash.BlockSizes.get_default(),
-        interpret=interpret,
-    )
+    # The kernel holds its block-mask tables as arrays; made as constants, not as tracers of the jit that first
+    # asks for it, so that the cached kernel serves every later trace.
+    with jax.ensure_compile_time_eval():
+        return splash.make_splash_mha_single_device(
+            splash.MultiHeadMask([head_mask] * heads),
+            block_sizes=splash.BlockSizes.get_default(),
+            interpret=interpret,
+        )
 
 
 def _splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, *, interpret: bool):
