@@ -32,6 +32,7 @@ def _dense(in_shape, out_shape, dtype=jnp.float32, seed=0) -> Dense:
         init=jax.nn.initializers.normal(1.0),
         dtype=dtype,
         param_dtype=jnp.float32,
+        precision="highest",
         rngs=nnx.Rngs(seed),
     )
     layer.bias[...] = jnp.asarray(np.random.default_rng(seed).normal(size=out_shape), jnp.float32)
@@ -204,7 +205,9 @@ CONFIG = XLMConfig(vocab_size=41, emb_dim=12, n_layers=1, n_heads=3, attention_d
 
 @pytest.fixture(scope="module")
 def attention():
-    layer = MultiHeadAttention(CONFIG, dtype=jnp.float32, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+    layer = MultiHeadAttention(
+        CONFIG, dtype=jnp.float32, param_dtype=jnp.float32, precision="highest", rngs=nnx.Rngs(0)
+    )
     rng = np.random.default_rng(8)
     for lin in (layer.q_lin, layer.k_lin, layer.v_lin, layer.out_lin):  # random biases: zeros would hide them
         lin.bias[...] = jnp.asarray(rng.normal(size=lin.bias.shape), jnp.float32)
@@ -257,7 +260,9 @@ def test_fully_masked_row_is_uniform_as_the_reference(attention):
     np.testing.assert_allclose(np.asarray(weights)[2], 1 / 6, atol=F32_TOL)
     expected_out, _ = _numpy_attention(attention, x, attend)
     for output_weights in (True, False):  # the explicit path and jax.nn.dot_product_attention
-        out, _ = attention(jnp.asarray(x), AttentionMask(allowed=jnp.asarray(attend)), None, output_weights=output_weights)
+        out, _ = attention(
+            jnp.asarray(x), AttentionMask(allowed=jnp.asarray(attend)), None, output_weights=output_weights
+        )
         assert np.isfinite(np.asarray(out)).all()
         np.testing.assert_allclose(np.asarray(out), expected_out, atol=F32_TOL, rtol=0, err_msg=str(output_weights))
 
