@@ -32,6 +32,7 @@ def _dense(in_shape, out_shape, dtype=jnp.float32, seed=0) -> Dense:
         init=jax.nn.initializers.normal(1.0),
         dtype=dtype,
         param_dtype=jnp.float32,
+        precision="highest",
         rngs=nnx.Rngs(seed),
     )
     layer.bias[...] = jnp.asarray(np.random.default_rng(seed).normal(size=out_shape), jnp.float32)
@@ -204,7 +205,9 @@ CONFIG = XLMConfig(vocab_size=41, emb_dim=12, n_layers=1, n_heads=3, attention_d
 
 @pytest.fixture(scope="module")
 def attention():
-    layer = MultiHeadAttention(CONFIG, dtype=jnp.float32, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+    layer = MultiHeadAttention(
+        CONFIG, dtype=jnp.float32, param_dtype=jnp.float32, precision="highest", rngs=nnx.Rngs(0)
+    )
     rng = np.random.default_rng(8)
     for lin in (layer.q_lin, layer.k_lin, layer.v_lin, layer.out_lin):  # random biases: zeros would hide them
         lin.bias[...] = jnp.asarray(rng.normal(size=lin.bias.shape), jnp.float32)

@@ -112,7 +112,15 @@ def hub_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names if getattr(args, name, None)}
 
 
+# jax-free, so that `--help` stays cheap; the model checks the name (`xlm_flax.model.precision`).
+PRECISION_HELP = (
+    "matmul precision, as JAX names it: highest (default: float32 parity on GPU/TPU), default (TF32 on GPU, "
+    "one bfloat16 pass on TPU), tensorfloat32, bfloat16, or a dot algorithm such as F32_F32_F32, BF16_BF16_F32_X3"
+)
+
+
 __all__ = [
+    "PRECISION_HELP",
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
     "EXIT_OK",

@@ -9,7 +9,7 @@ import os
 import sys
 import tempfile
 
-from xlm_flax.cli.common import add_common_flags, add_hub_arguments, hub_kwargs
+from xlm_flax.cli.common import PRECISION_HELP, add_common_flags, add_hub_arguments, hub_kwargs
 from xlm_flax.cli.signals import handles_termination
 from xlm_flax.errors import InputError
 
@@ -132,6 +132,7 @@ def add_fill_mask(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="compute dtype (default float32)")
     add_common_flags(p, json_output='one object per text, {"input": ..., "predictions": ...} (JSON lines)')
     add_hub_arguments(p)
+    p.add_argument("--precision", default=None, help=PRECISION_HELP)
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> int:
@@ -145,7 +146,7 @@ def cmd_fill_mask(args: argparse.Namespace) -> int:
         raise InputError("no text given: pass TEXT arguments or lines on standard input")
     from xlm_flax.inference.fill_mask import FillMask
 
-    fill = FillMask.from_pretrained(args.model, dtype=_dtype(args.dtype), **hub_kwargs(args))
+    fill = FillMask.from_pretrained(args.model, dtype=_dtype(args.dtype), precision=args.precision, **hub_kwargs(args))
     targets = [t for t in args.targets.split(",") if t] if args.targets else None
     results = fill(
         texts,
@@ -197,6 +198,7 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lang", help="language code (e.g. en) for tokenization and language embeddings")
     p.add_argument("--no-truncate", action="store_true", help="fail on sentences longer than the model's maximum")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="compute dtype (default float32)")
+    p.add_argument("--precision", default=None, help=PRECISION_HELP)
     p.add_argument(
         "--progress",
         default="auto",
@@ -223,7 +225,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
     sentences = read_lines(args.input)
     from xlm_flax.inference.embeddings import Embedder
 
-    embedder = Embedder.from_pretrained(args.model, pooling=args.pooling, dtype=_dtype(args.dtype), **hub_kwargs(args))
+    embedder = Embedder.from_pretrained(
+        args.model, pooling=args.pooling, dtype=_dtype(args.dtype), precision=args.precision, **hub_kwargs(args)
+    )
     vectors = embedder.encode(
         sentences,
         batch_size=args.batch_size,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from xlm_flax.cli.common import _print_err, add_common_flags
+from xlm_flax.cli.common import PRECISION_HELP, _print_err, add_common_flags
 from xlm_flax.cli.signals import handles_termination
 
 
@@ -29,6 +29,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         schedule=args.schedule,
         weight_decay=args.weight_decay,
         dtype=args.dtype,
+        precision=args.precision,
         remat=args.remat,
         mesh_shape=(args.data, args.model_parallel),
         seed=args.seed,
@@ -103,6 +104,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
+    p.add_argument("--precision", default=None, help=PRECISION_HELP)
     p.add_argument("--remat", action="store_true", help="recompute layer activations in the backward pass")
     p.add_argument("--data", type=int, default=-1, help="data-parallel mesh size (-1: all devices)")
     p.add_argument("--model-parallel", type=int, default=1, help="model-parallel mesh size")

@@ -147,6 +147,7 @@ class Embedder(_Engine):
         pooling: str = "mean",
         dtype: Any = jnp.float32,
         param_dtype: Any = None,
+        precision: Any = None,
         mesh: Mesh | None = None,
         rules: Any = None,
         **hub: Any,
@@ -158,6 +159,7 @@ class Embedder(_Engine):
             pooling: See the class.
             dtype: Compute dtype (pooling and the returned vectors are float32 whatever it is).
             param_dtype: Storage dtype; None keeps the checkpoint's.
+            precision: Matmul precision (`XLMModel`'s `precision`); None is its default, `"highest"`.
             mesh: Optional device mesh.
             rules: Logical-axis rules for `mesh` (`axis_rules(data="dp", model="tp")` for other axis names).
             **hub: The hub's arguments for a hub id: `revision`, `token`, `cache_dir`, `local_files_only`,
@@ -177,7 +179,7 @@ class Embedder(_Engine):
         architecture = next((a for a in config.architectures if a in MODEL_CLASSES), "XLMModel")
         model_cls = MODEL_CLASSES[architecture]
         model = model_cls.from_pretrained(
-            path_or_hub_id, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, **hub
+            path_or_hub_id, dtype=dtype, param_dtype=param_dtype, precision=precision, mesh=mesh, rules=rules, **hub
         )
         return cls(model, tokenizer, pooling=pooling, mesh=mesh, rules=rules)
 

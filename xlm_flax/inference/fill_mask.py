@@ -74,6 +74,7 @@ class FillMask(_Engine):
         *,
         dtype: Any = jnp.float32,
         param_dtype: Any = None,
+        precision: Any = None,
         mesh: Mesh | None = None,
         rules: Any = None,
         **hub: Any,
@@ -84,6 +85,7 @@ class FillMask(_Engine):
             path_or_hub_id: A native or transformers checkpoint directory with tokenizer files, or a hub id.
             dtype: Compute dtype (probabilities are float32 whatever it is).
             param_dtype: Storage dtype; None keeps the checkpoint's.
+            precision: Matmul precision (`XLMModel`'s `precision`); None is its default, `"highest"`.
             mesh: Optional device mesh.
             rules: Logical-axis rules for `mesh` (`axis_rules(data="dp", model="tp")` for other axis names).
             **hub: The hub's arguments for a hub id: `revision`, `token`, `cache_dir`, `local_files_only`,
@@ -100,7 +102,14 @@ class FillMask(_Engine):
         tokenizer = load_tokenizer(path_or_hub_id, **hub)
         try:
             model = XLMWithLMHeadModel.from_pretrained(
-                path_or_hub_id, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, strict=True, **hub
+                path_or_hub_id,
+                dtype=dtype,
+                param_dtype=param_dtype,
+                precision=precision,
+                mesh=mesh,
+                rules=rules,
+                strict=True,
+                **hub,
             )
         except TensorMismatchError as e:
             if not e.missing_head:  # a damaged checkpoint, not one without the head

@@ -4,7 +4,9 @@ import time (`from_pretrained` / `save_pretrained` import `xlm_flax.checkpoints`
 
 * `layers`: `Dense`, `Embed`, `LayerNorm`, dropout, and how a parameter gets its logical axis names.
 * `initializers`: parameter initialisers, as transformers initialises them.
+* `precision`: the `precision=` option (matmul precision names) and how every dot product receives it.
 * `attention`: multi-head self-attention, where scores and weights are computed.
+* `kernels`: the fused attention kernels (cuDNN, Pallas splash) and the choice between them and XLA.
 * `block`: one transformer block (attention, FFN, residuals, LayerNorms).
 * `stack`: the stacked layers and their runners (scanned, unrolled, per layer).
 * `encoder`: `XLMModel` (embeddings, masks, the stack).

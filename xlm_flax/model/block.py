@@ -17,12 +17,14 @@ from xlm_flax.model.masking import AttentionMask
 class TransformerFFN(nnx.Module):
     """The position-wise feed-forward block: `lin2(act(lin1(x)))` with dropout.
 
-    Built as `(config, *, dtype, param_dtype, rngs)`, the sub-module convention of `xlm_flax.model`.
+    Built as `(config, *, dtype, param_dtype, precision, rngs)`, the sub-module convention of `xlm_flax.model`.
     """
 
-    def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
+    def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, precision: str, rngs: nnx.Rngs):
         d, m = config.emb_dim, config.hidden_dim
-        dense = partial(Dense, init=_normal(config.init_std), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        dense = partial(
+            Dense, init=_normal(config.init_std), dtype=dtype, param_dtype=param_dtype, precision=precision, rngs=rngs
+        )
         self.lin1 = dense((d,), (m,), kernel_axes=("embed", "mlp"), bias_axes=("mlp",))
         self.lin2 = dense((m,), (d,), kernel_axes=("mlp", "embed"), bias_axes=("embed",))
         self.gelu = config.gelu_activation

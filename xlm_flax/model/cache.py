@@ -74,7 +74,16 @@ def cached_attention(
     k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k, index, axis=1)
     v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v, index, axis=1)
     context, _ = attention_context(
-        q, k_cache, v_cache, mask, rate=0.0, key=None, output_weights=False, dtype=attention.dtype
+        q,
+        k_cache,
+        v_cache,
+        mask,
+        rate=0.0,
+        key=None,
+        output_weights=False,
+        dtype=attention.dtype,
+        precision=attention.precision,
+        implementation=attention.implementation,
     )
     return attention.out_lin(context), k_cache, v_cache
 

@@ -14,6 +14,7 @@ causal model's attention mask is triangular and ignores padding.
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +25,11 @@ from xlm_flax.errors import ConfigError
 from xlm_flax.model.attention import MultiHeadAttention
 from xlm_flax.model.block import TransformerFFN
 from xlm_flax.model.initializers import _normal, _sinusoidal_init, _word_embedding_init
+from xlm_flax.model.kernels import check_implementation
 from xlm_flax.model.layers import DTypeLike, Embed, LayerNorm, dropout
 from xlm_flax.model.masking import AttentionMask, padding_mask, segment_mask, segment_positions
 from xlm_flax.model.outputs import BaseModelOutput
+from xlm_flax.model.precision import canonical_precision
 from xlm_flax.model.pretrained import PretrainedMixin
 from xlm_flax.model.stack import _deprecated, _layer_stack, _stacked, _to_per_layer, check_layout, run_unstacked
 
@@ -78,9 +81,19 @@ class XLMModel(PretrainedMixin, nnx.Module):
         remat: Recompute each layer's activations in the backward pass instead of storing them (saves memory in
             training).
         scan_layers: Deprecated alias (for one release) of `layers`: true is `"scan"`, false `"unrolled"`.
+        precision: Matmul precision of every dot product of the model (projections, attention, heads), by JAX's
+            name (`xlm_flax.model.precision`): `"highest"` (the default, None) computes float32 in full float32 on
+            every backend, so float32 parity with PyTorch holds on GPU and TPU; `"default"` lets the backend use
+            TF32 (GPU) or one bfloat16 pass (TPU) for float32 operands; `"tensorfloat32"`, `"bfloat16"`,
+            `"F32_F32_F32"`, `"BF16_BF16_F32_X3"` ... choose exactly. A `jax.lax.Precision` or
+            `DotAlgorithmPreset` works too. It matters only for float32 compute: bfloat16 operands are bfloat16
+            whatever it says.
+        attention_implementation: The attention kernel when no weights are returned: None (default) chooses by
+            backend (cuDNN on GPU, Pallas splash on TPU where dtype and shapes allow, XLA otherwise; see
+            `xlm_flax.model.kernels`), or `"xla"`, `"cudnn"`, `"splash"` to insist.
 
     Raises:
-        ConfigError: on a `layers` value other than those above.
+        ConfigError: on a `layers`, `precision` or `attention_implementation` value other than those above.
     """
 
     architecture = "XLMModel"
@@ -95,8 +108,12 @@ class XLMModel(PretrainedMixin, nnx.Module):
         layers: str = "scan",
         remat: bool = False,
         scan_layers: bool | None = None,
+        precision: Any = None,
+        attention_implementation: str | None = None,
     ):
         layers = _layout(layers, scan_layers)
+        self.precision = canonical_precision(precision)
+        self.attention_implementation = check_implementation(attention_implementation)
         dtype, param_dtype = _canonical_dtype(dtype), _canonical_dtype(param_dtype)
         self.config = config
         self.dtype = dtype
@@ -122,8 +139,12 @@ class XLMModel(PretrainedMixin, nnx.Module):
         norm = partial(LayerNorm, d, eps=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype)
         self.layer_norm_emb = norm()
         n = config.n_layers
-        module_kwargs = dict(dtype=dtype, param_dtype=param_dtype)
-        self.attentions = _stacked(n, lambda r: MultiHeadAttention(config, rngs=r, **module_kwargs), rngs)
+        module_kwargs = dict(dtype=dtype, param_dtype=param_dtype, precision=self.precision)
+        self.attentions = _stacked(
+            n,
+            lambda r: MultiHeadAttention(config, rngs=r, implementation=attention_implementation, **module_kwargs),
+            rngs,
+        )
         self.layer_norm1 = _stacked(n, lambda r: norm(), rngs)
         self.ffns = _stacked(n, lambda r: TransformerFFN(config, rngs=r, **module_kwargs), rngs)
         self.layer_norm2 = _stacked(n, lambda r: norm(), rngs)

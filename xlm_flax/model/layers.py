@@ -112,6 +112,7 @@ class Dense(nnx.Module):
         init: Initialiser of the kernel; the bias starts at zero.
         dtype: Compute dtype.
         param_dtype: Storage dtype.
+        precision: Matmul precision name (`xlm_flax.model.precision`).
         rngs: Random streams with `params`.
     """
 
@@ -125,10 +126,12 @@ class Dense(nnx.Module):
         init: Initializer,
         dtype: jnp.dtype,
         param_dtype: jnp.dtype,
+        precision: str,
         rngs: nnx.Rngs,
     ):
         self.n_contract = len(in_shape)
         self.dtype = dtype
+        self.precision = precision
         self.kernel = param(init(rngs.params(), in_shape + out_shape, param_dtype), kernel_axes)
         self.bias = param(jnp.zeros(out_shape, param_dtype), bias_axes)
 
@@ -139,7 +142,7 @@ class Dense(nnx.Module):
             x: `[..., *in_shape]`.
         """
         kernel = self.kernel[...].astype(self.dtype)
-        y = jnp.tensordot(x.astype(self.dtype), kernel, axes=self.n_contract)
+        y = jnp.tensordot(x.astype(self.dtype), kernel, axes=self.n_contract, precision=self.precision)
         return y + self.bias[...].astype(self.dtype)
 
 

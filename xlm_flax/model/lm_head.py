@@ -22,11 +22,12 @@ class XLMPredLayer(nnx.Module):
     With `tie_word_embeddings` (every public checkpoint) the projection reuses the word-embedding matrix and owns
     only its bias, `pred_layer.proj.bias`; otherwise it has its own `[embed, vocab]` kernel as well.
 
-    Built as `(config, *, dtype, param_dtype, rngs)`, the sub-module convention of `xlm_flax.model`.
+    Built as `(config, *, dtype, param_dtype, precision, rngs)`, the sub-module convention of `xlm_flax.model`.
     """
 
-    def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
+    def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, precision: str, rngs: nnx.Rngs):
         self.dtype = dtype
+        self.precision = precision
         self.tied = config.tie_word_embeddings
         if self.tied:
             self.proj = _Bias(config.vocab_size, param_dtype)
@@ -39,6 +40,7 @@ class XLMPredLayer(nnx.Module):
                 init=_normal(config.init_std),
                 dtype=dtype,
                 param_dtype=param_dtype,
+                precision=precision,
                 rngs=rngs,
             )
 
@@ -49,12 +51,13 @@ class XLMPredLayer(nnx.Module):
             x: Final hidden states.
             word_embeddings: The `[vocab, emb_dim]` table, used when the weights are tied.
         """
+        dot = dict(preferred_element_type=jnp.float32, precision=self.precision)
         if self.tied:
             kernel = word_embeddings.astype(self.dtype)
-            logits = jnp.einsum("BTD,VD->BTV", x.astype(self.dtype), kernel, preferred_element_type=jnp.float32)
+            logits = jnp.einsum("BTD,VD->BTV", x.astype(self.dtype), kernel, **dot)
         else:
             kernel = self.proj.kernel[...].astype(self.dtype)
-            logits = jnp.einsum("BTD,DV->BTV", x.astype(self.dtype), kernel, preferred_element_type=jnp.float32)
+            logits = jnp.einsum("BTD,DV->BTV", x.astype(self.dtype), kernel, **dot)
         return logits + self.proj.bias[...].astype(jnp.float32)
 
 

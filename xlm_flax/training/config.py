@@ -34,6 +34,8 @@ class TrainConfig:
         max_grad_norm: Global-norm gradient clipping (0 disables it).
         dtype: Compute dtype, e.g. "bfloat16"; parameters and optimiser state stay `param_dtype`.
         param_dtype: Storage dtype of the master weights.
+        precision: Matmul precision of the model, by JAX's name (`XLMModel`'s `precision`); None is its default,
+            `"highest"`.
         remat: Recompute layer activations in the backward pass (less memory, more compute).
         mesh_shape: `(data, model)` sizes of the device mesh; -1 takes the remaining devices.
         seed: Seeds initialisation, data order, masking and dropout.
@@ -71,6 +73,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     dtype: str = "float32"
     param_dtype: str = "float32"
+    precision: str | None = None
     remat: bool = False
     mesh_shape: tuple[int, int] = (-1, 1)
     seed: int = 0

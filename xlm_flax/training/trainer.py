@@ -145,7 +145,12 @@ class Trainer:
     def _build_model(self) -> nnx.Module:
         config = self.config
         cls = _model_class(config.objective)
-        kwargs = dict(dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype), remat=config.remat)
+        kwargs = dict(
+            dtype=jnp.dtype(config.dtype),
+            param_dtype=jnp.dtype(config.param_dtype),
+            precision=config.precision,
+            remat=config.remat,
+        )
         model_config = XLMConfig.from_pretrained(config.model)
         if config.objective == "classification":
             num_labels = config.num_labels

@@ -38,7 +38,9 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
-def _dense(config: XLMConfig, in_features: int, out_features: int, axes: tuple, *, dtype, param_dtype, rngs) -> Dense:
+def _dense(
+    config: XLMConfig, in_features: int, out_features: int, axes: tuple, *, dtype, param_dtype, precision, rngs
+) -> Dense:
     return Dense(
         (in_features,),
         (out_features,),
@@ -47,6 +49,7 @@ def _dense(config: XLMConfig, in_features: int, out_features: int, axes: tuple, 
         init=_normal(config.init_std),
         dtype=dtype,
         param_dtype=param_dtype,
+        precision=precision,
         rngs=rngs,
     )
 
@@ -54,12 +57,15 @@ def _dense(config: XLMConfig, in_features: int, out_features: int, axes: tuple, 
 class _KernelOnly(nnx.Module):
     """A bias-free linear map (transformers' `nn.Linear(..., bias=False)`)."""
 
-    def __init__(self, in_features: int, out_features: int, axes: tuple, *, init, dtype, param_dtype, rngs):
+    def __init__(self, in_features: int, out_features: int, axes: tuple, *, init, dtype, param_dtype, precision, rngs):
         self.dtype = dtype
+        self.precision = precision
         self.kernel = param(init(rngs.params(), (in_features, out_features), param_dtype), axes)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return jnp.einsum("...D,DO->...O", x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        return jnp.einsum(
+            "...D,DO->...O", x.astype(self.dtype), self.kernel[...].astype(self.dtype), precision=self.precision
+        )
 
 
 def _dropout_key(rate: float, deterministic: bool, rngs: nnx.Rngs | None) -> jax.Array | None:
@@ -114,14 +120,22 @@ class _HeadModel(PretrainedMixin, nnx.Module):
         self._check_config(config)
         self.config = config
         self.transformer = XLMModel(config, rngs=rngs, **options)
-        self._build_head(config, dtype=self.transformer.dtype, param_dtype=self.transformer.param_dtype, rngs=rngs)
+        self._build_head(
+            config,
+            dtype=self.transformer.dtype,
+            param_dtype=self.transformer.param_dtype,
+            precision=self.transformer.precision,
+            rngs=rngs,
+        )
 
     @classmethod
     def _check_config(cls, config: XLMConfig) -> None:
         """Raises ConfigError for a config the head cannot take; nothing to refuse by default."""
 
-    def _build_head(self, config: XLMConfig, *, dtype: jnp.dtype, param_dtype: jnp.dtype, rngs: nnx.Rngs) -> None:
-        """Builds the head's layers, in the encoder's dtypes; every head defines it."""
+    def _build_head(
+        self, config: XLMConfig, *, dtype: jnp.dtype, param_dtype: jnp.dtype, precision: str, rngs: nnx.Rngs
+    ) -> None:
+        """Builds the head's layers, in the encoder's dtypes and matmul precision; every head defines it."""
         raise NotImplementedError
 
     def _encoder_inputs(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -40,11 +40,20 @@ def _apply_p_mask(x: jax.Array, p_mask: jax.Array | None) -> jax.Array:
 class PoolerStartLogits(nnx.Module):
     """SQuAD start logits: one linear map per position (transformers' `XLMPoolerStartLogits`).
 
-    Built as `(config, *, dtype, param_dtype, rngs)`, the sub-module convention of `xlm_flax.model`.
+    Built as `(config, *, dtype, param_dtype, precision, rngs)`, the sub-module convention of `xlm_flax.model`.
     """
 
-    def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
-        self.dense = _dense(config, config.emb_dim, 1, ("embed", None), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, precision: str, rngs: nnx.Rngs):
+        self.dense = _dense(
+            config,
+            config.emb_dim,
+            1,
+            ("embed", None),
+            dtype=dtype,
+            param_dtype=param_dtype,
+            precision=precision,
+            rngs=rngs,
+        )
 
     def __call__(self, hidden_states: jax.Array, p_mask: jax.Array | None = None) -> jax.Array:
         """Maps `[batch, length, emb_dim]` to float32 `[batch, length]`.
@@ -62,16 +71,17 @@ class PoolerEndLogits(nnx.Module):
     `dense_0` acts on `concat([hidden, start_state])`; we apply its two halves separately and add, which is the same
     map without materialising the concatenation for every (position, start) pair of the beam.
 
-    Built as `(config, *, dtype, param_dtype, rngs)`, the sub-module convention of `xlm_flax.model`.
+    Built as `(config, *, dtype, param_dtype, precision, rngs)`, the sub-module convention of `xlm_flax.model`.
     """
 
-    def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
+    def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, precision: str, rngs: nnx.Rngs):
         d = config.emb_dim
-        dense = partial(_dense, config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        dense = partial(_dense, config, dtype=dtype, param_dtype=param_dtype, precision=precision, rngs=rngs)
         self.dense_0 = dense(2 * d, d, ("embed", "embed"))
         self.LayerNorm = LayerNorm(d, eps=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype)
         self.dense_1 = dense(d, 1, ("embed", None))
         self.dtype = dtype
+        self.precision = precision
 
     def __call__(
         self,
@@ -88,8 +98,10 @@ class PoolerEndLogits(nnx.Module):
         """
         d = hidden_states.shape[-1]
         kernel = self.dense_0.kernel[...].astype(self.dtype)
-        from_hidden = jnp.einsum("BSD,DO->BSO", hidden_states.astype(self.dtype), kernel[:d])
-        from_start = jnp.einsum("B...D,DO->B...O", start_states.astype(self.dtype), kernel[d:])
+        from_hidden = jnp.einsum("BSD,DO->BSO", hidden_states.astype(self.dtype), kernel[:d], precision=self.precision)
+        from_start = jnp.einsum(
+            "B...D,DO->B...O", start_states.astype(self.dtype), kernel[d:], precision=self.precision
+        )
         bias = self.dense_0.bias[...].astype(self.dtype)
         if start_states.ndim == 2:
             x = from_hidden + from_start[:, None, :] + bias  # [B, S, D]
@@ -106,15 +118,14 @@ class PoolerAnswerClass(nnx.Module):
     """SQuAD 2.0 answerability logit from the start state and the CLS state (transformers'
     `XLMPoolerAnswerClass`).
 
-    Built as `(config, *, dtype, param_dtype, rngs)`, the sub-module convention of `xlm_flax.model`.
+    Built as `(config, *, dtype, param_dtype, precision, rngs)`, the sub-module convention of `xlm_flax.model`.
     """
 
-    def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
+    def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, precision: str, rngs: nnx.Rngs):
         d = config.emb_dim
-        self.dense_0 = _dense(config, 2 * d, d, ("embed", "embed"), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.dense_1 = _KernelOnly(
-            d, 1, ("embed", None), init=_normal(config.init_std), dtype=dtype, param_dtype=param_dtype, rngs=rngs
-        )
+        layer = dict(dtype=dtype, param_dtype=param_dtype, precision=precision, rngs=rngs)
+        self.dense_0 = _dense(config, 2 * d, d, ("embed", "embed"), **layer)
+        self.dense_1 = _KernelOnly(d, 1, ("embed", None), init=_normal(config.init_std), **layer)
 
     def __call__(
         self,
@@ -140,14 +151,15 @@ class PoolerAnswerClass(nnx.Module):
 class SquadHead(nnx.Module):
     """The XLNet-style SQuAD head (transformers' `XLMSQuADHead`): start, end-given-start and answerability.
 
-    Built as `(config, *, dtype, param_dtype, rngs)`, the sub-module convention of `xlm_flax.model`.
+    Built as `(config, *, dtype, param_dtype, precision, rngs)`, the sub-module convention of `xlm_flax.model`.
     """
 
-    def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
+    def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, precision: str, rngs: nnx.Rngs):
         for field in ("start_n_top", "end_n_top"):
             if getattr(config, field) < 1:
                 raise ConfigError(f"config field {field}={getattr(config, field)}: the beam size must be at least 1")
-        kwargs = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kwargs = dict(dtype=dtype, param_dtype=param_dtype, precision=precision, rngs=rngs)
+        self.precision = precision
         self.start_n_top = config.start_n_top
         self.end_n_top = config.end_n_top
         self.start_logits = PoolerStartLogits(config, **kwargs)
@@ -212,7 +224,9 @@ class SquadHead(nnx.Module):
         # The reference takes top-k over positions of [B, S, K], giving [B, E, K], and flattens that end-major.
         end_top_probs = jnp.swapaxes(end_top_probs, 1, 2).reshape(batch, -1)
         end_top_index = jnp.swapaxes(end_top_index, 1, 2).reshape(batch, -1)
-        expected_start = jnp.einsum("BSD,BS->BD", hidden_states.astype(jnp.float32), start_probs)
+        expected_start = jnp.einsum(
+            "BSD,BS->BD", hidden_states.astype(jnp.float32), start_probs, precision=self.precision
+        )
         cls_logits = self.answer_class(hidden_states, expected_start, cls_index)
         return SquadOutput(
             start_top_log_probs=start_top_probs,

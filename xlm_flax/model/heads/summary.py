@@ -29,7 +29,7 @@ class SequenceSummary(nnx.Module):
         ConfigError: for `summary_type="attn"` (not implemented in the reference either) or an unknown activation.
     """
 
-    def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, rngs: nnx.Rngs):
+    def __init__(self, config: XLMConfig, *, dtype: DTypeLike, param_dtype: DTypeLike, precision: str, rngs: nnx.Rngs):
         self.check_config(config)
         self.summary_type = config.summary_type
         self.activation = config.summary_activation or None
@@ -40,7 +40,14 @@ class SequenceSummary(nnx.Module):
             to_labels = self.features(config) == config.num_labels and config.summary_proj_to_labels
             axes = ("embed", "classes") if to_labels else ("embed", "embed")
             self.summary = _dense(
-                config, config.emb_dim, self.features(config), axes, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+                config,
+                config.emb_dim,
+                self.features(config),
+                axes,
+                dtype=dtype,
+                param_dtype=param_dtype,
+                precision=precision,
+                rngs=rngs,
             )
         else:
             self.summary = None
