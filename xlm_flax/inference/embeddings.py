@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 from xlm_flax.checkpoints.registry import MODEL_CLASSES
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import InputError
+from xlm_flax.inference.batching import HostBatch, slot_count
 from xlm_flax.inference.engine import _check_texts, _Engine
 from xlm_flax.model.encoder import XLMModel
 from xlm_flax.tokenization import load_tokenizer
@@ -51,6 +52,82 @@ def _embed_kernel(graphdef: nnx.GraphDef, pooling: str, layers: tuple[int, ...],
     return kernel
 
 
+def _hidden_kernel(graphdef: nnx.GraphDef, layers: tuple[int, ...]) -> Callable:
+    """The packed rows' forward: float32 hidden states (the average of `layers`), pooled apart by `pool_segments`."""
+
+    def kernel(state, input_ids, segment_ids, langs):
+        # input_ids, segment_ids, langs: [batch, length] -> [batch, length, emb_dim] float32
+        model = nnx.merge(graphdef, state)
+        last_only = layers == (model.config.n_layers,)
+        out = model(input_ids, langs=langs, segment_ids=segment_ids, output_hidden_states=not last_only)
+        if last_only:
+            return out.last_hidden_state.astype(jnp.float32)
+        return jnp.mean(jnp.stack([out.hidden_states[i].astype(jnp.float32) for i in layers]), axis=0)
+
+    return kernel
+
+
+@functools.partial(jax.jit, static_argnames=("pooling", "normalize", "slots"))
+def pool_segments(
+    hidden: jax.Array,
+    slot_ids: jax.Array,
+    first: jax.Array,
+    last: jax.Array,
+    *,
+    pooling: str,
+    normalize: bool,
+    slots: int,
+) -> jax.Array:
+    """Pools each sentence of packed rows on device: one vector per sentence slot.
+
+    Compiled per (batch shape, slot count), apart from the model, so that the model compiles once per row shape
+    whatever the number of sentences in a batch.
+
+    Args:
+        hidden: `[batch, length, emb_dim]` float32 hidden states of packed rows.
+        slot_ids: `[batch, length]` int32, the output slot of each token's sentence; `slots` on padding.
+        first: `[slots]` int32 flat index (`row * length + position`) of each sentence's first token (`<s>`).
+        last: `[slots]` int32 flat index of each sentence's last token (`</s>`).
+        pooling: `"mean"`, `"first"`, `"last"` or `"max"` (`"cls"` is `"first"`).
+        normalize: Scale each vector to unit length.
+        slots: Number of output slots (slots past the batch's sentences hold garbage).
+
+    Returns:
+        `[slots, emb_dim]` float32.
+    """
+    flat = hidden.reshape(-1, hidden.shape[-1])  # [batch * length, D]
+    ids = slot_ids.reshape(-1)
+    if pooling == "mean":  # every token of the sentence, <s> and </s> included (sentence-transformers)
+        sums = jax.ops.segment_sum(flat, ids, num_segments=slots + 1)[:slots]
+        counts = jax.ops.segment_sum(jnp.ones(ids.shape, jnp.float32), ids, num_segments=slots + 1)[:slots]
+        vectors = sums / jnp.maximum(counts, 1.0)[:, None]
+    elif pooling in ("first", "cls"):
+        vectors = flat[first]
+    elif pooling == "last":
+        vectors = flat[last]
+    elif pooling == "max":
+        vectors = jax.ops.segment_max(flat, ids, num_segments=slots + 1)[:slots]
+    else:
+        raise InputError(f"pooling={pooling!r}: use one of mean, first, cls, last, max")
+    if normalize:  # as torch.nn.functional.normalize
+        vectors = vectors / jnp.maximum(jnp.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+    return vectors
+
+
+def segment_slots(batch: HostBatch) -> dict[str, Any]:
+    """Host arrays for `pool_segments` of a packed batch: slot of every token, flat first and last indices."""
+    length = batch.input_ids.shape[1]
+    slots = slot_count(batch.n)
+    slot_ids = np.full(batch.input_ids.shape, slots, dtype=np.int32)
+    first = np.zeros(slots, dtype=np.int32)
+    last = np.zeros(slots, dtype=np.int32)
+    for s, ((row, start), seq) in enumerate(zip(batch.spans, batch.sequences)):
+        slot_ids[row, start : start + len(seq)] = s
+        first[s] = row * length + start
+        last[s] = row * length + start + len(seq) - 1
+    return {"slot_ids": slot_ids, "first": first, "last": last, "slots": slots}
+
+
 class Embedder(_Engine):
     """Sentence embeddings from an XLM encoder, called like sentence-transformers' `encode`.
 
@@ -61,6 +138,11 @@ class Embedder(_Engine):
             the original XLM sentence representation) or `"max"` (over non-padding positions).
         mesh: Optional device mesh; parameters are placed on it and batches split over its data axis.
         rules: Logical-axis rules for the parameters (default `DEFAULT_RULES`).
+        batching: `"packed"` (the default: several sentences share each row, with block-diagonal attention, so
+            almost no padding is computed; each sentence's vector is what it is alone) or `"buckets"` (one
+            sentence per row, padded to a length bucket, as in xlm-flax 0.1). With packing, `encode`'s
+            `batch_size` counts rows, each as long as a bucket holding the longest sentence of a window of 4,096
+            inputs (64 tokens at least), so no batch is larger than the largest bucketed batch would be.
 
     Example:
         >>> emb = Embedder.from_pretrained("./xlm-en-2048", pooling="mean")
@@ -76,13 +158,14 @@ class Embedder(_Engine):
         pooling: str = "mean",
         mesh: Mesh | None = None,
         rules: Any = None,
+        batching: str = "packed",
     ):
         if pooling not in POOLINGS:
             raise InputError(f"pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
         encoder = model if isinstance(model, XLMModel) else getattr(model, "transformer", None)
         if not isinstance(encoder, XLMModel):
             raise InputError(f"Embedder needs an XLMModel or a model with a .transformer encoder, not {type(model)}")
-        super().__init__(encoder, tokenizer, mesh=mesh, rules=rules)
+        super().__init__(encoder, tokenizer, mesh=mesh, rules=rules, batching=batching)
         self.pooling = pooling
         self.dim = self.config.emb_dim
 
@@ -96,6 +179,7 @@ class Embedder(_Engine):
         param_dtype: Any = None,
         mesh: Mesh | None = None,
         rules: Any = None,
+        batching: str = "packed",
     ) -> Embedder:
         """Loads the encoder and tokenizer of a checkpoint directory or hub id.
 
@@ -106,6 +190,7 @@ class Embedder(_Engine):
             param_dtype: Storage dtype; None keeps the checkpoint's.
             mesh: Optional device mesh.
             rules: Logical-axis rules for `mesh`.
+            batching: `"packed"` or `"buckets"` (see the class).
 
         Raises:
             MissingFileError: config, weights or tokenizer files are missing (the message names the file).
@@ -118,7 +203,7 @@ class Embedder(_Engine):
         architecture = next((a for a in config.architectures if a in MODEL_CLASSES), "XLMModel")
         model_cls = MODEL_CLASSES[architecture]
         model = model_cls.from_pretrained(path_or_hub_id, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules)
-        return cls(model, tokenizer, pooling=pooling, mesh=mesh, rules=rules)
+        return cls(model, tokenizer, pooling=pooling, mesh=mesh, rules=rules, batching=batching)
 
     def _layers(self, layer: int | Sequence[int]) -> tuple[int, ...]:
         """Normalises `layer` to non-negative indexes into the `n_layers + 1` hidden states."""
@@ -140,6 +225,47 @@ class Embedder(_Engine):
             out.append(int(i) % (n + 1))
         return tuple(out)
 
+    def _embedding_batches(
+        self, texts: list[str], batch_size: int, lang: str | None, truncation: bool, layers: tuple, normalize: bool
+    ):
+        """Yields `(host batch, [rows or slots, emb_dim] vectors)`: the first `batch.n` are its sentences'."""
+        normalize = bool(normalize)
+        if self.batching == "buckets":
+            return self._stream(
+                texts,
+                batch_size=batch_size,
+                lang=lang,
+                truncation=truncation,
+                options=("embed", self.pooling, layers, normalize),
+                build=functools.partial(_embed_kernel, self.graphdef, self.pooling, layers, normalize),
+            )
+
+        def prepare(batch: HostBatch) -> None:  # on the prefetch thread
+            batch.meta = segment_slots(batch)
+
+        def finish(batch: HostBatch, hidden: jax.Array) -> jax.Array:
+            meta = batch.meta
+            return pool_segments(
+                hidden,
+                meta["slot_ids"],
+                meta["first"],
+                meta["last"],
+                pooling=self.pooling,
+                normalize=normalize,
+                slots=meta["slots"],
+            )
+
+        return self._stream(
+            texts,
+            batch_size=batch_size,
+            lang=lang,
+            truncation=truncation,
+            options=("hidden", layers),
+            build=functools.partial(_hidden_kernel, self.graphdef, layers),
+            prepare=prepare,
+            finish=finish,
+        )
+
     def encode(
         self,
         sentences: str | Sequence[str],
@@ -156,7 +282,7 @@ class Embedder(_Engine):
 
         Args:
             sentences: A sentence or a list of sentences. An empty string still gives a vector (of `<s></s>`).
-            batch_size: Sentences per device batch.
+            batch_size: Sentences per device batch (rows of packed sentences with `batching="packed"`).
             normalize: Scale every vector to unit length.
             layer: The hidden state to pool: `-1` the last layer, `0` the embeddings output, a negative index counts
                 from the end; a list of layers averages them before pooling.
@@ -184,14 +310,7 @@ class Embedder(_Engine):
             from tqdm.auto import tqdm
 
             with tqdm(total=len(texts), disable=not show_progress_bar, unit="sentence", file=sys.stderr) as bar:
-                for batch, vectors in self._stream(
-                    texts,
-                    batch_size=batch_size,
-                    lang=lang,
-                    truncation=truncation,
-                    options=("embed", self.pooling, layers, bool(normalize)),
-                    build=functools.partial(_embed_kernel, self.graphdef, self.pooling, layers, bool(normalize)),
-                ):
+                for batch, vectors in self._embedding_batches(texts, batch_size, lang, truncation, layers, normalize):
                     result[batch.indices] = vectors[: batch.n]
                     bar.update(batch.n)
         if single:
@@ -199,4 +318,4 @@ class Embedder(_Engine):
         return jnp.asarray(result) if output == "jax" else result
 
 
-__all__ = ["Embedder", "OUTPUTS", "POOLINGS"]
+__all__ = ["Embedder", "OUTPUTS", "POOLINGS", "pool_segments", "segment_slots"]
