@@ -50,6 +50,19 @@ PACKING_WINDOW = 4096
 MIN_ROW_LENGTH = 64
 
 
+def _row_counts(rows: int, batch_size: int, sizes: tuple[int, ...]) -> list[int]:
+    """How many rows each batch of a window takes: full batches of `batch_size`, then the rest cut greedily into
+    batch buckets (24 rows as 16 + 8), so that only the very last batch is rounded up and no new shape appears."""
+    counts = [batch_size] * (rows // batch_size)
+    rest = rows - sum(counts)
+    while rest > 0:
+        fitting = [b for b in sizes if b <= rest]
+        take = min(fitting[-1] if fitting else sizes[0], rest)
+        counts.append(take)
+        rest -= take
+    return counts
+
+
 def check_batching(batching: str) -> str:
     """Validates a `batching=` argument."""
     if batching not in BATCHINGS:
@@ -179,8 +192,9 @@ class _Engine:
             lengths = [len(s) for s in sequences]
             length = bucket_for(max(max(lengths), min(MIN_ROW_LENGTH, self.max_length)), self.length_buckets)
             rows = pack_rows(lengths, length)
-            for r in range(0, len(rows), batch_size):
-                chunk = rows[r : r + batch_size]
+            start = 0
+            for size in _row_counts(len(rows), batch_size, sizes):
+                chunk, start = rows[start : start + size], start + size
                 members = [s for row in chunk for s in row]
                 position = {s: k for k, s in enumerate(members)}
                 yield pack_batch(
