@@ -163,7 +163,7 @@ def encode(args) -> dict:
             results[name] = dict(seconds=seconds, sentences_per_s=n / seconds)
             print(f"{name:24s}: {n / seconds:8.1f} sentences/s ({seconds:.1f} s)", flush=True)
 
-        timed("sentence_transformers", lambda t: st.encode(t, batch_size=32, convert_to_numpy=True))
+        timed("sentence_transformers", lambda t, m=st: m.encode(t, batch_size=32, convert_to_numpy=True))
         del st, word
         for batching in ("packed", "buckets"):
             embedder = Embedder.from_pretrained(tmp, pooling="mean", batching=batching)
