@@ -54,7 +54,7 @@ def test_prefetcher_keeps_order_and_reraises():
 def test_compilations_bounded_by_bucket_count(tmp_path):
     vocab_size = build_test_tokenizer(tmp_path)
     directory, _ = build_checkpoint(tmp_path, vocab_size=vocab_size, max_position_embeddings=40)  # torch or not
-    embedder = Embedder.from_pretrained(directory)
+    embedder = Embedder.from_pretrained(directory, batching="buckets")
     rng = np.random.default_rng(0)
     words = np.array(DEFAULT_WORDS)
 
@@ -77,6 +77,12 @@ def test_compilations_bounded_by_bucket_count(tmp_path):
     bound = embedder.bucket_count(4)
     assert bound == 3 * 5  # batch buckets (1, 2, 4) x length buckets (8, 16, 24, 32, 40)
     assert 0 < len(compiles) <= bound
+    # Packed rows: the model compiles per (rows, length) shape within the same bound (per-sentence pooling compiles
+    # apart, once per power-of-two sentence count, and is not a model compilation).
+    packed = Embedder.from_pretrained(directory)
+    packed.encode(first, batch_size=4)
+    packed.encode(second, batch_size=4)
+    assert 0 < packed.num_compilations <= packed.bucket_count(4)
     assert embedder.num_compilations == len(compiles)
     # Padding each batch only to its own longest input would compile once per distinct length: more than the bound.
     tokenizer = embedder.tokenizer

@@ -6,6 +6,12 @@ length, cut them into batches, and pad each batch up to a bucket: lengths to a p
 multiple of the mesh's data axis). Whatever the input stream, at most `len(length_buckets) * len(batch_buckets)`
 shapes are ever compiled.
 
+Packed batching (the default) puts several sentences in each row instead: a packing window of inputs is
+tokenized, packed best-fit-decreasing into rows of one length (`row_length`: a bucket at least the window's
+longest sentence), and cut into batches of `batch_size` rows (the last one rounded up to a batch bucket). Each token
+carries its sentence's 1-based number in its row (`segment_ids`, 0 on padding), which the model turns into
+block-diagonal attention and per-sentence positions, so each sentence computes exactly what it computes alone.
+
 Batches are tokenized and padded on a background thread (`Prefetcher`) while the device runs the previous batch:
 JAX dispatches asynchronously and releases the GIL while it waits, so the host work hides behind the device work.
 """
@@ -13,6 +19,7 @@ JAX dispatches asynchronously and releases the GIL while it waits, so the host w
 from __future__ import annotations
 
 import dataclasses
+import math
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -95,6 +102,9 @@ class HostBatch:
         input_ids: `[batch, length]` int32, padded with the pad id.
         attention_mask: `[batch, length]` int32, 1 on tokens.
         langs: `[batch, length]` int32 language ids, or None for models without language embeddings.
+        segment_ids: Packed batches: `[batch, length]` int32, the 1-based number of each token's sentence in its
+            row, 0 on padding; None for padded (one sentence per row) batches.
+        spans: `[n, 2]` int: the row and the first token of each real sentence (`(i, 0)` without packing).
         extra: Kernel-specific host arrays (e.g. mask positions), put on device with the batch.
         meta: Kernel-specific host-only data (e.g. where each row's masks are).
     """
@@ -106,11 +116,32 @@ class HostBatch:
     langs: np.ndarray | None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     meta: Any = None
+    segment_ids: np.ndarray | None = None
+    spans: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.spans is None:
+            self.spans = np.stack([np.arange(len(self.indices)), np.zeros(len(self.indices), dtype=np.int64)], axis=1)
 
     @property
     def n(self) -> int:
-        """Number of real (not padding) rows."""
+        """Number of real sentences (rows without packing)."""
         return len(self.indices)
+
+    @property
+    def packed(self) -> bool:
+        """Several sentences may share a row (`segment_ids` is set)."""
+        return self.segment_ids is not None
+
+    @property
+    def mask_or_segments(self) -> np.ndarray:
+        """What the kernel takes as its second array: `segment_ids` when packed, else `attention_mask`."""
+        return self.segment_ids if self.segment_ids is not None else self.attention_mask
+
+    def sentence_slices(self, array: np.ndarray) -> list[np.ndarray]:
+        """Cuts a per-token output (`[batch, length, ...]`, e.g. hidden states) into one array per real sentence,
+        in the order of `indices` (`[length_i, ...]` each)."""
+        return [array[row, start : start + len(seq)] for (row, start), seq in zip(self.spans, self.sequences)]
 
 
 def pad_batch(
@@ -139,6 +170,114 @@ def pad_batch(
         mask[row, : len(seq)] = 1
     langs = None if lang_id is None else np.full((batch, length), lang_id, dtype=np.int32)
     return HostBatch(indices=indices, sequences=sequences, input_ids=ids, attention_mask=mask, langs=langs)
+
+
+def pack_rows(lengths: Sequence[int], row_length: int) -> list[list[int]]:
+    """Packs items of the given lengths into as few rows of `row_length` as it can, best fit decreasing: longest
+    first, each into the fullest row that still has room (a new row when none has).
+
+    Best fit decreasing uses at most 11/9 of the optimal number of rows plus one, and on many short items far
+    closer to it. Cost is O(n log n + n * row_length): rows are kept in lists by free space.
+
+    >>> pack_rows([5, 3, 7, 2, 4, 1], 8)  # item indices per row: lengths 7+1, 5+3, 4+2
+    [[2, 5], [0, 1], [4, 3]]
+
+    Args:
+        lengths: Length of each item (each at most `row_length`).
+        row_length: Capacity of a row.
+
+    Returns:
+        The item indices of each row, in packing order.
+    """
+    if any(n > row_length for n in lengths):
+        raise InputError(f"an item of length {max(lengths)} does not fit in rows of {row_length}")
+    rows: list[list[int]] = []
+    by_free: list[list[int]] = [[] for _ in range(row_length + 1)]  # free space -> rows with exactly that room
+    for item in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        need = lengths[item]
+        row = None
+        for free in range(need, row_length + 1):
+            if by_free[free]:
+                row = by_free[free].pop()
+                break
+        if row is None:
+            row, free = len(rows), row_length
+            rows.append([])
+        rows[row].append(item)
+        by_free[free - need].append(row)
+    return rows
+
+
+def pack_batch(
+    indices: np.ndarray,
+    sequences: list[list[int]],
+    rows: list[list[int]],
+    *,
+    batch: int,
+    length: int,
+    pad_index: int,
+    lang_id: int | None,
+) -> HostBatch:
+    """Lays packed rows out as a `[batch, length]` `HostBatch` with `segment_ids`; rows past `len(rows)` and the
+    end of every row are padding (segment 0, the pad id).
+
+    Args:
+        indices: Input positions of the sentences.
+        sequences: Token ids of each sentence.
+        rows: For each row, the positions (into `indices`/`sequences`) of its sentences, in row order.
+        batch: Padded number of rows.
+        length: Row length.
+        pad_index: Padding token id.
+        lang_id: Language id for every token, or None for no `langs`.
+    """
+    ids = np.full((batch, length), pad_index, dtype=np.int32)
+    segments = np.zeros((batch, length), dtype=np.int32)
+    spans = np.zeros((len(sequences), 2), dtype=np.int64)
+    for r, members in enumerate(rows):
+        start = 0
+        for segment, s in enumerate(members, start=1):
+            seq = sequences[s]
+            ids[r, start : start + len(seq)] = seq
+            segments[r, start : start + len(seq)] = segment
+            spans[s] = (r, start)
+            start += len(seq)
+        if start > length:
+            raise InputError(f"row {r} holds {start} tokens, more than its length {length}")
+    langs = None if lang_id is None else np.full((batch, length), lang_id, dtype=np.int32)
+    return HostBatch(
+        indices=np.asarray(indices),
+        sequences=sequences,
+        input_ids=ids,
+        attention_mask=(segments > 0).astype(np.int32),
+        langs=langs,
+        segment_ids=segments,
+        spans=spans,
+    )
+
+
+def slot_count(n: int) -> int:
+    """Output slots for `n` sentences of a packed batch: the next power of two (a handful of cheap pooling
+    compilations, whatever the counts)."""
+    return 1 << max(0, math.ceil(math.log2(max(n, 1))))
+
+
+@dataclasses.dataclass
+class TokenCount:
+    """Tokens of one call: `real` (every sentence's tokens, `<s>` and `</s>` included) and `computed` (elements of
+    the token arrays that entered compiled code, padding and padding rows included).
+
+    Attributes:
+        real: Real tokens.
+        computed: Computed tokens.
+    """
+
+    real: int = 0
+    computed: int = 0
+
+    @property
+    def waste(self) -> float:
+        """Padding waste: `computed / real - 1`."""
+        return self.computed / self.real - 1 if self.real else 0.0
 
 
 def batch_order(size_hints: Sequence[int], batch_size: int) -> list[np.ndarray]:
@@ -214,4 +353,16 @@ class Prefetcher:
         self.close()
 
 
-__all__ = ["HostBatch", "Prefetcher", "batch_buckets", "batch_order", "bucket_for", "length_buckets", "pad_batch"]
+__all__ = [
+    "HostBatch",
+    "Prefetcher",
+    "TokenCount",
+    "batch_buckets",
+    "batch_order",
+    "bucket_for",
+    "length_buckets",
+    "pack_batch",
+    "pack_rows",
+    "pad_batch",
+    "slot_count",
+]

@@ -19,6 +19,7 @@ from xlm_flax.checkpoints.hub import hub_options
 from xlm_flax.checkpoints.registry import MODEL_CLASSES
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import InputError
+from xlm_flax.inference.batching import HostBatch, slot_count
 from xlm_flax.inference.engine import _check_texts, _Engine
 from xlm_flax.inference.vectors import PRECISIONS, quantize_embeddings, quantize_token_embeddings, similarity_function
 from xlm_flax.model.encoder import XLMModel
@@ -32,10 +33,17 @@ POOLINGS = ("mean", "first", "max")
 OUTPUT_VALUES = ("sentence_embedding", "token_embeddings", None)
 
 
-def _hidden(model: XLMModel, layers: tuple[int, ...], input_ids, attention_mask, langs) -> jax.Array:
+def _hidden(model: XLMModel, layers: tuple[int, ...], input_ids, attention_mask, langs, segment_ids=None) -> jax.Array:
     """float32 `[batch, length, emb_dim]`: the hidden state of `layers` (their mean for several)."""
     last_only = layers == (model.config.n_layers,)
-    out = model(input_ids, attention_mask, langs, output_hidden_states=not last_only, output_attentions=False)
+    out = model(
+        input_ids,
+        attention_mask,
+        langs,
+        segment_ids=segment_ids,
+        output_hidden_states=not last_only,
+        output_attentions=False,
+    )
     if last_only:
         return out.last_hidden_state.astype(jnp.float32)
     # hidden_states[0] is the embeddings output, [i] the output of layer i
@@ -64,12 +72,17 @@ def _embed_kernel(graphdef: nnx.GraphDef, pooling: str, layers: tuple[int, ...],
     return kernel
 
 
-def _token_kernel(graphdef: nnx.GraphDef, pooling: str, layers: tuple[int, ...]) -> Callable:
-    def kernel(state, input_ids, attention_mask, langs):
-        # -> ([batch, length, emb_dim] token vectors, [batch, emb_dim] pooled), float32
+def _hidden_kernel(graphdef: nnx.GraphDef, layers: tuple[int, ...], packed: bool) -> Callable:
+    """The forward of a batch to float32 hidden states `[batch, length, emb_dim]` (the average of `layers`), pooled
+    apart by `pool_segments`. Packed rows get `segment_ids` as their second array, padded rows `attention_mask`."""
+
+    def kernel(state, input_ids, mask_or_segments, langs):
         model = nnx.merge(graphdef, state)
-        hidden = _hidden(model, layers, input_ids, attention_mask, langs)
-        return hidden, _pool(hidden, attention_mask, pooling)
+        if packed:
+            return _hidden(model, layers, input_ids, None, langs, segment_ids=mask_or_segments)
+        return _hidden(model, layers, input_ids, mask_or_segments, langs)
+
+    return kernel
 
     return kernel
 
@@ -103,6 +116,79 @@ def _convert(vectors: np.ndarray, convert_to_numpy: bool, convert_to_tensor: boo
     return list(jnp.asarray(vectors))
 
 
+@functools.partial(jax.jit, static_argnames=("pooling", "normalize", "slots"))
+def pool_segments(
+    hidden: jax.Array,
+    slot_ids: jax.Array,
+    first: jax.Array,
+    last: jax.Array,
+    *,
+    pooling: str,
+    normalize: bool,
+    slots: int,
+) -> jax.Array:
+    """Pools each sentence of packed rows on device: one vector per sentence slot.
+
+    Compiled per (batch shape, slot count), apart from the model, so that the model compiles once per row shape
+    whatever the number of sentences in a batch.
+
+    Args:
+        hidden: `[batch, length, emb_dim]` float32 hidden states of packed rows.
+        slot_ids: `[batch, length]` int32, the output slot of each token's sentence; `slots` on padding.
+        first: `[slots]` int32 flat index (`row * length + position`) of each sentence's first token (`<s>`).
+        last: `[slots]` int32 flat index of each sentence's last token (`</s>`).
+        pooling: `"mean"`, `"first"`, `"last"` or `"max"` (`"cls"` is `"first"`).
+        normalize: Scale each vector to unit length.
+        slots: Number of output slots (slots past the batch's sentences hold garbage).
+
+    Returns:
+        `[slots, emb_dim]` float32.
+    """
+    flat = hidden.reshape(-1, hidden.shape[-1])  # [batch * length, D]
+    ids = slot_ids.reshape(-1)
+    if pooling == "mean":  # every token of the sentence, <s> and </s> included (sentence-transformers)
+        sums = jax.ops.segment_sum(flat, ids, num_segments=slots + 1)[:slots]
+        counts = jax.ops.segment_sum(jnp.ones(ids.shape, jnp.float32), ids, num_segments=slots + 1)[:slots]
+        vectors = sums / jnp.maximum(counts, 1.0)[:, None]
+    elif pooling in ("first", "cls"):
+        vectors = flat[first]
+    elif pooling == "last":
+        vectors = flat[last]
+    elif pooling == "max":
+        vectors = jax.ops.segment_max(flat, ids, num_segments=slots + 1)[:slots]
+    else:
+        raise InputError(f"pooling={pooling!r}: use one of mean, first, cls, last, max")
+    if normalize:  # as torch.nn.functional.normalize
+        vectors = vectors / jnp.maximum(jnp.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+    return vectors
+
+
+def segment_slots(batch: HostBatch) -> dict[str, Any]:
+    """Host arrays for `pool_segments` of a packed batch: slot of every token, flat first and last indices."""
+    length = batch.input_ids.shape[1]
+    slots = slot_count(batch.n)
+    slot_ids = np.full(batch.input_ids.shape, slots, dtype=np.int32)
+    first = np.zeros(slots, dtype=np.int32)
+    last = np.zeros(slots, dtype=np.int32)
+    for s, ((row, start), seq) in enumerate(zip(batch.spans, batch.sequences)):
+        slot_ids[row, start : start + len(seq)] = s
+        first[s] = row * length + start
+        last[s] = row * length + start + len(seq) - 1
+    return {"slot_ids": slot_ids, "first": first, "last": last, "slots": slots}
+
+
+def _prepare_slots(batch: HostBatch) -> None:
+    """On the prefetch thread: where each sentence of the batch is, for `pool_segments`."""
+    batch.meta = segment_slots(batch)
+
+
+def _pool_slots(batch: HostBatch, hidden: jax.Array, *, pooling: str, normalize: bool) -> jax.Array:
+    meta = batch.meta
+    return pool_segments(
+        hidden, meta["slot_ids"], meta["first"], meta["last"], pooling=pooling, normalize=normalize, slots=meta["slots"]
+    )
+
+
 class Embedder(_Engine):
     """Sentence embeddings from an XLM encoder, called like sentence-transformers' `encode`.
 
@@ -113,6 +199,11 @@ class Embedder(_Engine):
             the original XLM sentence representation) or `"max"` (over non-padding positions).
         mesh: Optional device mesh; parameters are placed on it and batches split over its data axis.
         rules: Logical-axis rules for the parameters (default `DEFAULT_RULES`).
+        batching: `"packed"` (the default: several sentences share each row, with block-diagonal attention, so
+            almost no padding is computed; each sentence's vector is what it is alone) or `"buckets"` (one
+            sentence per row, padded to a length bucket, as in xlm-flax 0.1). With packing, `encode`'s
+            `batch_size` counts rows, each as long as a bucket holding the longest sentence of a window of 4,096
+            inputs (64 tokens at least), so no batch is larger than the largest bucketed batch would be.
 
     Example:
         >>> emb = Embedder.from_pretrained("./xlm-en-2048", pooling="mean")
@@ -128,13 +219,14 @@ class Embedder(_Engine):
         pooling: str = "mean",
         mesh: Mesh | None = None,
         rules: Any = None,
+        batching: str = "packed",
     ):
         if pooling not in POOLINGS:
             raise InputError(f"pooling={pooling!r}: use one of {', '.join(POOLINGS)}")
         encoder = model if isinstance(model, XLMModel) else getattr(model, "transformer", None)
         if not isinstance(encoder, XLMModel):
             raise InputError(f"Embedder needs an XLMModel or a model with a .transformer encoder, not {type(model)}")
-        super().__init__(encoder, tokenizer, mesh=mesh, rules=rules)
+        super().__init__(encoder, tokenizer, mesh=mesh, rules=rules, batching=batching)
         self.pooling = pooling
         self.dim = self.config.emb_dim
         self._similarity_fn_name = "cosine"
@@ -150,6 +242,7 @@ class Embedder(_Engine):
         precision: Any = None,
         mesh: Mesh | None = None,
         rules: Any = None,
+        batching: str = "packed",
         **hub: Any,
     ) -> Embedder:
         """Loads the encoder and tokenizer of a checkpoint directory or hub id.
@@ -162,6 +255,7 @@ class Embedder(_Engine):
             precision: Matmul precision (`XLMModel`'s `precision`); None is its default, `"highest"`.
             mesh: Optional device mesh.
             rules: Logical-axis rules for `mesh` (`axis_rules(data="dp", model="tp")` for other axis names).
+            batching: `"packed"` or `"buckets"` (see the class).
             **hub: The hub's arguments for a hub id: `revision`, `token`, `cache_dir`, `local_files_only`,
                 `subfolder`, `force_download` (passed to huggingface_hub).
 
@@ -181,7 +275,7 @@ class Embedder(_Engine):
         model = model_cls.from_pretrained(
             path_or_hub_id, dtype=dtype, param_dtype=param_dtype, precision=precision, mesh=mesh, rules=rules, **hub
         )
-        return cls(model, tokenizer, pooling=pooling, mesh=mesh, rules=rules)
+        return cls(model, tokenizer, pooling=pooling, mesh=mesh, rules=rules, batching=batching)
 
     def _layers(self, layer: int | Sequence[int]) -> tuple[int, ...]:
         """Normalises `layer` to non-negative indexes into the `n_layers + 1` hidden states."""
@@ -269,6 +363,32 @@ class Embedder(_Engine):
         scores = similarity_function(self.similarity_fn_name)
         return jax.vmap(lambda x, y: scores(x, y)[0, 0])(jnp.atleast_2d(a), jnp.atleast_2d(b))
 
+    def _embedding_batches(
+        self, texts: list[str], batch_size: int, lang: str | None, truncation: bool, layers: tuple, normalize: bool
+    ):
+        """Yields `(host batch, [rows or slots, emb_dim] vectors)`: the first `batch.n` are its sentences'."""
+        normalize = bool(normalize)
+        if self.batching == "buckets":
+            return self._stream(
+                texts,
+                batch_size=batch_size,
+                lang=lang,
+                truncation=truncation,
+                options=("embed", self.pooling, layers, normalize),
+                build=functools.partial(_embed_kernel, self.graphdef, self.pooling, layers, normalize),
+            )
+
+        return self._stream(
+            texts,
+            batch_size=batch_size,
+            lang=lang,
+            truncation=truncation,
+            options=("hidden", layers, True),
+            build=functools.partial(_hidden_kernel, self.graphdef, layers, True),
+            prepare=_prepare_slots,
+            finish=functools.partial(_pool_slots, pooling=self.pooling, normalize=normalize),
+        )
+
     def encode(
         self,
         sentences: str | Sequence[str],
@@ -293,7 +413,7 @@ class Embedder(_Engine):
             sentences: A sentence or a list of sentences. An empty string still gives a vector (of `<s></s>`).
             prompt: Text put before every sentence (e.g. `"query: "`); its tokens are pooled too, as
                 sentence-transformers does.
-            batch_size: Sentences per device batch.
+            batch_size: Sentences per device batch (rows of packed sentences with `batching="packed"`).
             show_progress_bar: Show a progress bar (tqdm.auto: a widget in notebooks, stderr elsewhere); None shows
                 one for long inputs (16 batches or more) on a terminal or in a notebook.
             output_value: `"sentence_embedding"` (pooled vectors), `"token_embeddings"` (a list with one float32
@@ -354,14 +474,7 @@ class Embedder(_Engine):
     ) -> np.ndarray:
         """float32 `[n, emb_dim]` pooled (and optionally unit-length) vectors of `texts`, in input order."""
         result = np.zeros((len(texts), self.dim), dtype=np.float32)
-        stream = self._stream(
-            texts,
-            batch_size=batch_size,
-            lang=lang,
-            truncation=truncation,
-            options=("embed", self.pooling, layers, normalize),
-            build=functools.partial(_embed_kernel, self.graphdef, self.pooling, layers, normalize),
-        )
+        stream = self._embedding_batches(texts, batch_size, lang, truncation, layers, normalize)
         # closing(): an interruption tears the prefetch thread down at once (see `_Engine._stream`).
         with _progress(len(texts), batch_size, show_progress_bar) as bar, contextlib.closing(stream):
             for batch, vectors in stream:
@@ -382,31 +495,37 @@ class Embedder(_Engine):
     ) -> list:
         """`output_value="token_embeddings"` or None: per-sentence token vectors (and, for None, everything)."""
         rows: list[dict[str, np.ndarray]] = [{} for _ in texts]
+        packed = self.batching == "packed"
+
+        def finish(batch: HostBatch, hidden: jax.Array) -> tuple[jax.Array, jax.Array]:
+            return hidden, _pool_slots(batch, hidden, pooling=self.pooling, normalize=False)
+
         stream = self._stream(
             texts,
             batch_size=batch_size,
             lang=lang,
             truncation=truncation,
-            options=("tokens", self.pooling, layers),
-            build=functools.partial(_token_kernel, self.graphdef, self.pooling, layers),
+            options=("hidden", layers, packed),
+            build=functools.partial(_hidden_kernel, self.graphdef, layers, packed),
+            prepare=_prepare_slots,
+            finish=finish,
         )
         with _progress(len(texts), batch_size, show_progress_bar) as bar, contextlib.closing(stream):
             for batch, (hidden, pooled) in stream:
-                for row, (i, sequence) in enumerate(zip(batch.indices, batch.sequences)):
-                    n = len(sequence)
+                tokens, ids = batch.sentence_slices(hidden), batch.sentence_slices(batch.input_ids)
+                for slot, i in enumerate(batch.indices):
                     rows[i] = {
-                        "input_ids": batch.input_ids[row, :n],
-                        "attention_mask": batch.attention_mask[row, :n],
-                        "token_embeddings": hidden[row, :n],
-                        "sentence_embedding": pooled[row],
+                        "input_ids": ids[slot],
+                        "attention_mask": np.ones(len(ids[slot]), dtype=batch.attention_mask.dtype),
+                        "token_embeddings": tokens[slot],
+                        "sentence_embedding": pooled[slot],
                     }
                 bar.update(batch.n)
         if output_value == "token_embeddings":
-            tokens = [r["token_embeddings"] for r in rows]
-            return quantize_token_embeddings(tokens, precision)
+            return quantize_token_embeddings([r["token_embeddings"] for r in rows], precision)
         if precision != "float32":
             raise InputError("precision applies to output_value='sentence_embedding' or 'token_embeddings', not None")
         return rows
 
 
-__all__ = ["Embedder", "OUTPUT_VALUES", "POOLINGS"]
+__all__ = ["Embedder", "OUTPUT_VALUES", "POOLINGS", "pool_segments", "segment_slots"]

@@ -3,7 +3,11 @@
 Both follow one pattern: build once from a checkpoint, hold `graphdef, state = nnx.split(model)`, and run a pure
 function of `(state, batch)` compiled once per shape bucket (`xlm_flax.inference.batching`). Inputs are sorted by
 length, cut into batches, tokenized and padded on a background thread while the device works on the previous batch,
-and the results are put back in input order. With a `mesh`, parameters are placed by their logical axes and every
+and the results are put back in input order.
+
+Two batchings (`batching=`): `"packed"` (the default, exact for XLM: each sentence computes what it computes alone)
+puts several sentences in each row, with `segment_ids`, so that almost no padding is computed; `"buckets"` pads one
+sentence per row up to a length bucket, as xlm-flax 0.1 did. With a `mesh`, parameters are placed by their logical axes and every
 batch is padded to a multiple of the data axis and split over it.
 """
 
@@ -23,10 +27,13 @@ from xlm_flax.errors import InputError
 from xlm_flax.inference.batching import (
     HostBatch,
     Prefetcher,
+    TokenCount,
     batch_buckets,
     batch_order,
     bucket_for,
     length_buckets,
+    pack_batch,
+    pack_rows,
     pad_batch,
 )
 from xlm_flax.sharding.mesh import auto_mesh, to_mesh
@@ -36,6 +43,33 @@ from xlm_flax.tokenization import Languages, encode_text, truncate
 from xlm_flax.validation import check_tokenizer_fits
 
 logger = logging.getLogger("xlm_flax")
+
+BATCHINGS = ("packed", "buckets")
+# Sentences tokenized and packed together: enough for best fit to pair long sentences with short ones, few enough
+# that the first batch is dispatched soon (the next window is tokenized while the device runs this one's batches).
+PACKING_WINDOW = 4096
+# Shortest packed row: rows of a window of short sentences still hold several of them.
+MIN_ROW_LENGTH = 64
+
+
+def _row_counts(rows: int, batch_size: int, sizes: tuple[int, ...]) -> list[int]:
+    """How many rows each batch of a window takes: full batches of `batch_size`, then the rest cut greedily into
+    batch buckets (24 rows as 16 + 8), so that only the very last batch is rounded up and no new shape appears."""
+    counts = [batch_size] * (rows // batch_size)
+    rest = rows - sum(counts)
+    while rest > 0:
+        fitting = [b for b in sizes if b <= rest]
+        take = min(fitting[-1] if fitting else sizes[0], rest)
+        counts.append(take)
+        rest -= take
+    return counts
+
+
+def check_batching(batching: str) -> str:
+    """Validates a `batching=` argument."""
+    if batching not in BATCHINGS:
+        raise InputError(f"batching={batching!r}: use one of {', '.join(BATCHINGS)}")
+    return batching
 
 
 def _preview(text: str, width: int = 40) -> str:
@@ -73,9 +107,19 @@ class _Engine:
             axes) with `rules` naming its axes.
         rules: Logical-axis rules for placing the parameters and splitting the batch (default `DEFAULT_RULES`;
             `axis_rules(data="dp", model="tp")` for a mesh with axes `("dp", "tp")`).
+        batching: `"packed"` (several sentences per row; the default) or `"buckets"` (one padded sentence per row).
     """
 
-    def __init__(self, model: nnx.Module, tokenizer: Any, *, mesh: Mesh | None = None, rules: Any = None):
+    def __init__(
+        self,
+        model: nnx.Module,
+        tokenizer: Any,
+        *,
+        mesh: Mesh | None = None,
+        rules: Any = None,
+        batching: str = "packed",
+    ):
+        self.batching = check_batching(batching)
         if mesh is not None:
             shard_model(model, mesh, rules)  # a no-op for parameters already placed so (from_pretrained)
         self.config: XLMConfig = model.config
@@ -94,6 +138,7 @@ class _Engine:
         self.length_buckets = length_buckets(self.max_length)
         self._multiple = batch_multiple(mesh, rules)
         self._executables: dict[tuple, Any] = {}
+        self.last_token_count = TokenCount()  # of the last call, for padding benchmarks
 
     @property
     def model(self) -> nnx.Module:
@@ -111,6 +156,18 @@ class _Engine:
 
     # ------------------------------------------------------------------------------------------- host side
 
+    def _tokenize(self, texts: list[str], i: int, code: str, truncation: bool, truncated: list[int]) -> list[int]:
+        ids = encode_text(self.tokenizer, texts[i], code)
+        if len(ids) > self.max_length:
+            if not truncation:
+                raise InputError(
+                    f"input {i} ({_preview(texts[i])}) is {len(ids)} tokens long, more than the model's "
+                    f"max_position_embeddings={self.max_length}; shorten it or allow truncation"
+                )
+            truncated.append(int(i))
+            ids = truncate(ids, self.max_length, self.config.eos_index)
+        return ids
+
     def _host_batches(
         self,
         texts: list[str],
@@ -120,23 +177,23 @@ class _Engine:
         truncated: list[int],
         prepare: Callable[[HostBatch], None] | None,
     ) -> Iterator[HostBatch]:
-        """Tokenizes and pads batch after batch (runs on the prefetch thread)."""
+        """Tokenizes and pads (or packs) batch after batch (runs on the prefetch thread)."""
         code, lang_id = lang
         sizes = batch_buckets(batch_size, self._multiple)
+        if self.batching == "packed":
+            batches = self._packed_batches(texts, batch_size, sizes, code, lang_id, truncation, truncated)
+        else:
+            batches = self._bucketed_batches(texts, batch_size, sizes, code, lang_id, truncation, truncated)
+        for batch in batches:
+            if prepare is not None:
+                prepare(batch)
+            yield batch
+
+    def _bucketed_batches(self, texts, batch_size, sizes, code, lang_id, truncation, truncated) -> Iterator[HostBatch]:
+        """One sentence per row, sorted by length, padded to a length bucket."""
         for indices in batch_order([len(t) for t in texts], batch_size):
-            sequences = []
-            for i in indices:
-                ids = encode_text(self.tokenizer, texts[i], code)
-                if len(ids) > self.max_length:
-                    if not truncation:
-                        raise InputError(
-                            f"input {i} ({_preview(texts[i])}) is {len(ids)} tokens long, more than the model's "
-                            f"max_position_embeddings={self.max_length}; shorten it or allow truncation"
-                        )
-                    truncated.append(int(i))
-                    ids = truncate(ids, self.max_length, self.config.eos_index)
-                sequences.append(ids)
-            batch = pad_batch(
+            sequences = [self._tokenize(texts, i, code, truncation, truncated) for i in indices]
+            yield pad_batch(
                 indices,
                 sequences,
                 batch=bucket_for(len(indices), sizes),
@@ -144,9 +201,30 @@ class _Engine:
                 pad_index=self.config.pad_index,
                 lang_id=lang_id,
             )
-            if prepare is not None:
-                prepare(batch)
-            yield batch
+
+    def _packed_batches(self, texts, batch_size, sizes, code, lang_id, truncation, truncated) -> Iterator[HostBatch]:
+        """Several sentences per row: each window of inputs is packed into rows of one length bucket, and the rows
+        are cut into batches of `batch_size` rows (the last rounded up to a batch bucket)."""
+        for first in range(0, len(texts), PACKING_WINDOW):
+            indices = np.arange(first, min(first + PACKING_WINDOW, len(texts)))
+            sequences = [self._tokenize(texts, int(i), code, truncation, truncated) for i in indices]
+            lengths = [len(s) for s in sequences]
+            length = bucket_for(max(max(lengths), min(MIN_ROW_LENGTH, self.max_length)), self.length_buckets)
+            rows = pack_rows(lengths, length)
+            start = 0
+            for size in _row_counts(len(rows), batch_size, sizes):
+                chunk, start = rows[start : start + size], start + size
+                members = [s for row in chunk for s in row]
+                position = {s: k for k, s in enumerate(members)}
+                yield pack_batch(
+                    indices[members],
+                    [sequences[s] for s in members],
+                    [[position[s] for s in row] for row in chunk],
+                    batch=bucket_for(len(chunk), sizes),
+                    length=length,
+                    pad_index=self.config.pad_index,
+                    lang_id=lang_id,
+                )
 
     def _put(self, array: np.ndarray | None) -> jax.Array | None:
         if array is None:
@@ -175,24 +253,34 @@ class _Engine:
         options: tuple,
         build: Callable[[], Callable],
         prepare: Callable[[HostBatch], None] | None = None,
+        finish: Callable[[HostBatch, Any], Any] | None = None,
     ) -> Iterator[tuple[HostBatch, Any]]:
         """Yields `(host batch, outputs as NumPy)` for every batch of `texts`.
 
         Batch i+1 is tokenized (prefetch thread) and dispatched before the outputs of batch i are fetched, so the
-        device always has work queued while the host waits.
+        device always has work queued while the host waits. The kernel `build` makes takes `(state, input_ids,
+        mask_or_segments, langs, *extra)`: `attention_mask` for padded batches, `segment_ids` for packed ones
+        (`options` must tell the two apart, e.g. through `self.batching`). `finish(batch, device outputs)`, if
+        given, is dispatched on the device outputs before they are fetched (e.g. per-sentence pooling of packed
+        rows, a small computation compiled apart from the model).
         """
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise InputError(f"batch_size={batch_size!r}: must be a positive integer")
         resolved = self.languages.resolve(lang)
         truncated: list[int] = []
+        count = self.last_token_count = TokenCount()
         pending = None
         producer = self._host_batches(texts, batch_size, resolved, truncation, truncated, prepare)
         with Prefetcher(producer) as batches:
             try:
                 for batch in batches:
-                    host = [batch.input_ids, batch.attention_mask, batch.langs, *batch.extra.values()]
-                    key = (*options, tuple(None if a is None else a.shape for a in host))
+                    host = [batch.input_ids, batch.mask_or_segments, batch.langs, *batch.extra.values()]
+                    key = (*options, batch.packed, tuple(None if a is None else a.shape for a in host))
                     outputs = self._call(key, build, [self._put(a) for a in host])
+                    if finish is not None:
+                        outputs = finish(batch, outputs)
+                    count.real += sum(len(s) for s in batch.sequences)
+                    count.computed += batch.input_ids.size
                     if pending is not None:
                         yield pending[0], jax.tree.map(np.asarray, pending[1])
                     pending = (batch, outputs)

@@ -29,13 +29,17 @@ from xlm_flax.sharding.rules import resolve_rules
 from xlm_flax.tokenization import encode_text, load_tokenizer
 
 
-def _fill_mask_kernel(graphdef: nnx.GraphDef, top_k: int | None) -> Callable:
-    def kernel(state, input_ids, attention_mask, langs, positions):
-        # input_ids, attention_mask, langs: [batch, length]; positions: [batch, masks] of the mask tokens.
+def _fill_mask_kernel(graphdef: nnx.GraphDef, top_k: int | None, packed: bool) -> Callable:
+    def kernel(state, input_ids, mask_or_segments, langs, positions):
+        # input_ids, langs: [batch, length]; mask_or_segments: [batch, length] attention mask, or segment ids of
+        # packed rows; positions: [batch, masks] of the mask tokens in each row.
         model = nnx.merge(graphdef, state)
         # Explicit options: a config asking for attentions or hidden states by default must not cost anything here.
-        out = model.transformer(input_ids, attention_mask, langs, output_hidden_states=False, output_attentions=False)
-        hidden = out.last_hidden_state  # [B, T, D]
+        flags = dict(output_hidden_states=False, output_attentions=False)
+        if packed:
+            hidden = model.transformer(input_ids, langs=langs, segment_ids=mask_or_segments, **flags).last_hidden_state
+        else:
+            hidden = model.transformer(input_ids, mask_or_segments, langs, **flags).last_hidden_state  # [B, T, D]
         picked = jnp.take_along_axis(hidden, positions[:, :, None], axis=1)  # [B, K, D]: only masks reach the head
         logits = model.pred_layer(picked, model.transformer.embeddings.embedding[...])  # [B, K, V] float32
         probs = jax.nn.softmax(logits, axis=-1)
@@ -54,16 +58,27 @@ class FillMask(_Engine):
         tokenizer: Its `XLMTokenizer`.
         mesh: Optional device mesh; parameters are placed on it and batches split over its data axis.
         rules: Logical-axis rules for the parameters (default `DEFAULT_RULES`).
+        batching: `"packed"` (the default: several texts share each row, with block-diagonal attention; each
+            text's scores are what they are alone) or `"buckets"` (one text per padded row). With packing,
+            `batch_size` counts rows.
 
     Example:
         >>> fm = FillMask.from_pretrained("./xlm-en-2048")
         >>> fm("paris is the <special1> of france .", top_k=3)  # [{"score", "token", "token_str", "sequence"}, ...]
     """
 
-    def __init__(self, model: XLMWithLMHeadModel, tokenizer: Any, *, mesh: Mesh | None = None, rules: Any = None):
+    def __init__(
+        self,
+        model: XLMWithLMHeadModel,
+        tokenizer: Any,
+        *,
+        mesh: Mesh | None = None,
+        rules: Any = None,
+        batching: str = "packed",
+    ):
         if not hasattr(model, "pred_layer"):
             raise InputError(f"FillMask needs a model with a language-model head, not {type(model).__name__}")
-        super().__init__(model, tokenizer, mesh=mesh, rules=rules)
+        super().__init__(model, tokenizer, mesh=mesh, rules=rules, batching=batching)
         self.mask_token = tokenizer.mask_token
         self.mask_id = tokenizer.mask_token_id
 
@@ -77,6 +92,7 @@ class FillMask(_Engine):
         precision: Any = None,
         mesh: Mesh | None = None,
         rules: Any = None,
+        batching: str = "packed",
         **hub: Any,
     ) -> FillMask:
         """Loads the model and tokenizer of a checkpoint directory or hub id.
@@ -88,6 +104,7 @@ class FillMask(_Engine):
             precision: Matmul precision (`XLMModel`'s `precision`); None is its default, `"highest"`.
             mesh: Optional device mesh.
             rules: Logical-axis rules for `mesh` (`axis_rules(data="dp", model="tp")` for other axis names).
+            batching: `"packed"` or `"buckets"` (see the class).
             **hub: The hub's arguments for a hub id: `revision`, `token`, `cache_dir`, `local_files_only`,
                 `subfolder`, `force_download` (passed to huggingface_hub).
 
@@ -119,7 +136,7 @@ class FillMask(_Engine):
                 f"{', '.join(e.missing_head)} (it holds a bare encoder or another head; use Embedder for "
                 f"embeddings, or a checkpoint of XLMWithLMHeadModel): {e}"
             ) from e
-        return cls(model, tokenizer, mesh=mesh, rules=rules)
+        return cls(model, tokenizer, mesh=mesh, rules=rules, batching=batching)
 
     def _target_ids(self, targets: str | Sequence[str], code: str) -> np.ndarray:
         """Vocabulary ids of `targets`, as the pipeline picks them: the exact token, else the target's first piece."""
@@ -163,7 +180,7 @@ class FillMask(_Engine):
                 string is replaced by its first BPE piece, with a warning, as the pipeline does).
             lang: Language code (e.g. `"en"`) for tokenization and, for models with language embeddings, the
                 language ids. None uses the config's default language.
-            batch_size: Texts per device batch.
+            batch_size: Texts per device batch (rows of packed texts with `batching="packed"`).
             truncation: Cut texts longer than `max_position_embeddings` tokens (one warning); False raises instead.
 
         Returns:
@@ -190,36 +207,39 @@ class FillMask(_Engine):
         target_ids = self._target_ids(targets, code) if targets is not None else None
         k = min(top_k, len(target_ids) if target_ids is not None else self.config.vocab_size)
 
-        def prepare(batch: HostBatch) -> None:
-            rows = []
-            for row, ids in zip(batch.indices, batch.sequences):
+        def prepare(batch: HostBatch) -> None:  # on the prefetch thread
+            # Each sentence's masks, as (position in the sentence, row, slot in the row's `positions`).
+            per_row: list[list[int]] = [[] for _ in range(batch.input_ids.shape[0])]
+            per_sentence = []
+            for index, (row, start), ids in zip(batch.indices, batch.spans, batch.sequences):
                 found = [j for j, token in enumerate(ids) if token == self.mask_id]
                 if not found:
                     raise InputError(
-                        f"input {row}: its mask token lies beyond the first {self.max_length} tokens, which is all "
-                        "the model reads; move it earlier or shorten the text"
+                        f"input {index}: its mask token lies beyond the first {self.max_length} tokens, which is "
+                        "all the model reads; move it earlier or shorten the text"
                     )
-                rows.append(found)
-            width = bucket_for(max(len(r) for r in rows), length_buckets(batch.input_ids.shape[1], minimum=1))
+                per_sentence.append([(j, int(row), len(per_row[row]) + m) for m, j in enumerate(found)])
+                per_row[row].extend(int(start) + j for j in found)
+            width = bucket_for(max(len(r) for r in per_row), length_buckets(batch.input_ids.shape[1], minimum=1))
             positions = np.zeros((batch.input_ids.shape[0], width), dtype=np.int32)
-            for row, found in enumerate(rows):
+            for row, found in enumerate(per_row):
                 positions[row, : len(found)] = found
             batch.extra["positions"] = positions
-            batch.meta = rows
+            batch.meta = per_sentence
 
         kernel_k = None if target_ids is not None else k
         results: list = [None] * len(texts)
-        with contextlib.closing(
-            self._stream(
-                texts,
-                batch_size=batch_size,
-                lang=lang,
-                truncation=truncation,
-                options=("fill-mask", kernel_k),
-                build=functools.partial(_fill_mask_kernel, self.graphdef, kernel_k),
-                prepare=prepare,
-            )
-        ) as stream:
+        stream = self._stream(
+            texts,
+            batch_size=batch_size,
+            lang=lang,
+            truncation=truncation,
+            options=("fill-mask", kernel_k, self.batching),
+            build=functools.partial(_fill_mask_kernel, self.graphdef, kernel_k, self.batching == "packed"),
+            prepare=prepare,
+        )
+        # closing(): an interruption tears the prefetch thread down at once (see `_Engine._stream`).
+        with contextlib.closing(stream):
             for batch, outputs in stream:
                 if target_ids is None:
                     scores, ids = outputs
@@ -227,11 +247,10 @@ class FillMask(_Engine):
                     probs = outputs[:, :, target_ids]  # [B, K, n_targets]
                     order = np.argsort(-probs, axis=-1, kind="stable")[..., :k]
                     scores, ids = np.take_along_axis(probs, order, axis=-1), target_ids[order]
-                for row, (index, sequence) in enumerate(zip(batch.indices, batch.sequences)):
-                    masks = batch.meta[row]
+                for index, sequence, masks in zip(batch.indices, batch.sequences, batch.meta):
                     per_mask = [
                         self._predictions(sequence, j, scores[row, m], ids[row, m], len(masks) == 1)
-                        for m, j in enumerate(masks)
+                        for j, row, m in masks
                     ]
                     results[index] = per_mask[0] if len(masks) == 1 else per_mask
         return results[0] if single else results
