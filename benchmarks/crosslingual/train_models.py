@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("corpus", help="build_corpus.py's directory")
     parser.add_argument("output_dir")
     parser.add_argument("--objective", choices=("mlm", "mlm+tlm"), required=True)
-    parser.add_argument("--steps", type=int, default=20000)
+    parser.add_argument("--steps", type=int, default=5000, help="about an hour on 2 quiet cores (estimate)")
     parser.add_argument("--batch-size", type=int, default=32, help="rows of an MLM step (a TLM step has half)")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--warmup-steps", type=int, default=500)

@@ -8,7 +8,7 @@ set -euo pipefail
 corpus=${1:?corpus directory}
 model=${2:?model directory from train_vocab.py}
 root=${3:?output root}
-steps=${4:-12000}
+steps=${4:-5000}
 here=$(cd "$(dirname "$0")" && pwd)
 python=${PYTHON:-python}
 for objective in mlm mlm+tlm; do
