@@ -1,0 +1,1 @@
+"""Cross-lingual corpus, vocabulary and training scripts (issue 16)."""
