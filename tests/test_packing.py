@@ -135,3 +135,46 @@ def test_segment_ids_refuse_a_second_mask():
         model(ids, attention_mask=jnp.ones_like(ids), segment_ids=jnp.ones_like(ids))
     with pytest.raises(ValueError, match="segment_ids has shape"):
         model(ids, segment_ids=jnp.ones((1, 3), jnp.int32))
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["clm", "mlm"])
+def test_packed_training_loss_equals_the_padded_loss(causal):
+    """The training loss of packed rows (`segment_ids`, what the streaming pipeline feeds the step) equals that of
+    the same sentences padded one per row: same targets, and attention kept inside each sentence."""
+    from xlm_flax.training.objectives import clm_labels
+    from xlm_flax.training.step import model_loss
+    from xlm_flax.training.streaming import packed_clm_labels
+
+    config = XLMConfig(**TINY_CONFIG, n_langs=1, causal=causal, dropout=0.0, attention_dropout=0.0)
+    model = XLMWithLMHeadModel(config, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(4)
+    sentences = [rng.integers(6, config.vocab_size, size=n) for n in (5, 3, 4)]
+    width = max(map(len, sentences))
+    ids = np.full((len(sentences), width), config.pad_index)
+    mask = np.zeros_like(ids)
+    for i, s in enumerate(sentences):
+        ids[i, : len(s)], mask[i, : len(s)] = s, 1
+    packed_ids = np.full((1, config.max_position_embeddings), config.pad_index)
+    segments = np.zeros_like(packed_ids)
+    flat = np.concatenate(sentences)
+    packed_ids[0, : len(flat)] = flat
+    segments[0, : len(flat)] = np.repeat(np.arange(1, len(sentences) + 1), [len(s) for s in sentences])
+    if causal:
+        labels, packed_labels = clm_labels(ids, mask), packed_clm_labels(packed_ids, segments)
+    else:  # MLM: the same (arbitrary) target positions in both layouts
+        labels = np.where((np.arange(width)[None] % 2 == 0) & (mask == 1), ids, -100)
+        packed_labels = np.full_like(packed_ids, -100)
+        packed_labels[0, : len(flat)] = np.concatenate([labels[i, : len(s)] for i, s in enumerate(sentences)])
+    padded = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    packed = {
+        "input_ids": packed_ids,
+        "segment_ids": segments,
+        "attention_mask": segments != 0,
+        "labels": packed_labels,
+    }
+    losses = [
+        float(model_loss(model, {k: jnp.asarray(v) for k, v in batch.items()}, nnx.Rngs(dropout=0)))
+        for batch in (padded, packed)
+    ]
+    assert np.isfinite(losses[0])
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-6)

@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from xlm_flax.config import XLMConfig
 from xlm_flax.errors import CheckpointError, InputError, MissingFileError
+from xlm_flax.model.encoder import XLMModel
 from xlm_flax.model.heads.classification import XLMForSequenceClassification
 from xlm_flax.model.lm_head import XLMWithLMHeadModel
 from xlm_flax.sharding.mesh import auto_mesh, make_mesh
@@ -116,7 +117,11 @@ class Trainer:
                 f"{self.model_config.max_position_embeddings}"
             )
         self.data = make_batches(config, tokenizer, self.model_config)
-        self._accepts_segment_ids = "segment_ids" in inspect.signature(type(model).__call__).parameters
+        # Every model of this package runs its encoder, which takes packed rows; a model of the caller's own must
+        # say so in its signature.
+        self._accepts_segment_ids = isinstance(getattr(model, "transformer", model), XLMModel) or (
+            "segment_ids" in inspect.signature(type(model).__call__).parameters
+        )
         self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
         self._model = model
         shardings = parameter_shardings(params, self._compute_mesh, rules)
