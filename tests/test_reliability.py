@@ -543,7 +543,7 @@ def test_train_closes_the_checkpoint_manager_when_a_step_fails(train_model, tmp_
 
     monkeypatch.setattr(trainer_module.Trainer, "close", recording_close)
 
-    def failing_train(self, steps=None):
+    def failing_train(self, steps=None, **kwargs):
         self._manager()  # the manager (and its threads) exist, as in a run that saved once
         raise OSError(28, "No space left on device")
 

@@ -195,7 +195,20 @@ def test_cli_train_bad_input_is_one_line(tokenizer_dir, tmp_path, capsys):
     assert main(["train", str(tmp_path / "missing"), str(tmp_path / "t.txt"), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "vocab.json" in err
-    assert main(["train", tokenizer_dir, str(tmp_path / "t.txt"), str(tmp_path / "out"), "--from-scratch"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                tokenizer_dir,
+                str(tmp_path / "t.txt"),
+                str(tmp_path / "out"),
+                "--from-scratch",
+                "--buckets",
+                "16,32",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "t.txt" in err
 
