@@ -139,3 +139,23 @@ def test_export_sentence_transformers(model_dir, tmp_path, capsys):
     np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
     assert main(["export", model_dir, str(tmp_path / "pt"), "--normalize"]) == 2
     assert "sentence-transformers" in _one_line(capsys.readouterr().err)
+
+
+def test_warnings_go_to_the_current_stderr(monkeypatch):
+    """`main()` run again in one process (tests, notebooks) under another stderr still logs its warnings there, not
+    into the stream of the first run (which may be closed: "--- Logging error ---")."""
+    import io
+    import logging
+    import sys
+
+    from xlm_flax.cli.common import configure_logging
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging()
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    configure_logging()
+    logging.getLogger("xlm_flax.test").warning("a warning")
+    assert second.getvalue() == "xlm-flax: WARNING: a warning\n"

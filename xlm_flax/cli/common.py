@@ -85,7 +85,7 @@ def configure_logging() -> None:
     """
     package = logging.getLogger("xlm_flax")
     if not any(getattr(h, "name", None) == _HANDLER_NAME for h in package.handlers):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.set_name(_HANDLER_NAME)
         handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
         package.addHandler(handler)
@@ -93,6 +93,23 @@ def configure_logging() -> None:
 
 
 _HANDLER_NAME = "xlm-flax-cli"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to `sys.stderr` as it is when each message is written, not as it was when the
+    handler was made: `main()` called again in one process (tests, notebooks) may run under another stderr, and the
+    first one may be closed by then."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # noqa: D102 - logging.StreamHandler's attribute
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass  # always the current sys.stderr
 
 
 def add_hub_arguments(parser: argparse.ArgumentParser) -> None:

@@ -281,9 +281,11 @@ class _Engine:
                         outputs = finish(batch, outputs)
                     count.real += sum(len(s) for s in batch.sequences)
                     count.computed += batch.input_ids.size
-                    if pending is not None:
-                        yield pending[0], jax.tree.map(np.asarray, pending[1])
-                    pending = (batch, outputs)
+                    # `pending` holds the newest dispatched work before the yield, so that an interruption there
+                    # (the consumer's Ctrl-C) waits for it in `finally`.
+                    previous, pending = pending, (batch, outputs)
+                    if previous is not None:
+                        yield previous[0], jax.tree.map(np.asarray, previous[1])
                 if pending is not None:
                     batch, outputs, pending = *pending, None
                     yield batch, jax.tree.map(np.asarray, outputs)

@@ -600,9 +600,13 @@ class Generator:
         if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
             raise InputError("give one or more non-empty prompts")
         config = self.model.config
+        mode = settings.get("mode") or ("causal" if config.causal else "transformers")
+        if "max_new_tokens" in settings:  # bad settings first: their error is then the only thing said
+            names = [f.name for f in dataclasses.fields(GenerationSettings)]
+            fields = {name: settings[name] for name in names if name in settings}
+            GenerationSettings(**{**fields, "mode": mode}).check(config.vocab_size)
         code, lang_id = Languages(config).resolve(lang)
         rows = [encode_text(self.tokenizer, text, code)[:-1] for text in texts]
-        mode = settings.get("mode") or ("causal" if config.causal else "transformers")
         # transformers' scheme has no padding: one call per prompt; the causal one takes one left-padded batch.
         groups = [list(range(len(rows)))] if mode == "causal" else [[i] for i in range(len(rows))]
         outputs: dict[int, list[int]] = {}
