@@ -103,3 +103,25 @@ def test_bucketed_fill_mask_equals_packed(mono):
 def test_bad_batching(mono):
     with pytest.raises(InputError, match="batching"):
         Embedder.from_pretrained(mono[0], batching="rows")
+
+
+def test_tokenizer_workers_give_the_same_results(mono):
+    directory, _ = mono
+    texts = _texts(300, seed=3, high=45)  # more than one chunk per worker; some longer than the model's 40
+    expected = Embedder.from_pretrained(directory).encode(texts, batch_size=8)
+    embedder = Embedder.from_pretrained(directory, tokenizer_workers=2)
+    np.testing.assert_array_equal(embedder.encode(texts, batch_size=8), expected)
+    np.testing.assert_array_equal(embedder.encode(texts[:5], batch_size=8), expected[:5])  # the pool is kept
+    long = next(i for i, t in enumerate(texts) if len(embedder.tokenizer.encode(t)) > MAX_POS)  # the first
+    with pytest.raises(InputError, match=f"input {long} .* more than the model's max_position_embeddings"):
+        embedder.encode(texts, truncation=False)
+    workers = embedder._encoder._pool._processes.values()
+    embedder.close()
+    assert embedder._encoder is None and all(not p.is_alive() for p in workers)
+
+    masked = [f"the cat sat on the {MASK} .", f"paris is the {MASK} of {MASK} .", f"hello {MASK}"] * 50
+    alone = FillMask.from_pretrained(directory, batching="buckets")(masked, top_k=2, batch_size=4)
+    with FillMask.from_pretrained(directory, batching="buckets", tokenizer_workers=2) as fill:
+        assert fill(masked, top_k=2, batch_size=4) == alone
+    with pytest.raises(InputError, match="tokenizer_workers=-1"):
+        Embedder.from_pretrained(directory, tokenizer_workers=-1)

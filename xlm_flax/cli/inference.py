@@ -110,6 +110,9 @@ def _progress_flag(args: argparse.Namespace) -> bool | None:
     return {"auto": None, "always": True, "never": False}[args.progress]
 
 
+TOKENIZER_WORKERS_HELP = "processes that tokenize while the model runs (default 0: tokenize in this process)"
+
+
 def add_fill_mask(sub: argparse._SubParsersAction) -> None:
     """Arguments of `xlm-flax fill-mask`.
 
@@ -128,6 +131,7 @@ def add_fill_mask(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--targets", help="comma-separated tokens to restrict the candidates to")
     p.add_argument("--lang", help="language code (e.g. en) for tokenization and language embeddings")
     p.add_argument("--batch-size", type=int, default=8, help="texts per device batch (default 8)")
+    p.add_argument("--tokenizer-workers", type=int, default=0, metavar="N", help=TOKENIZER_WORKERS_HELP)
     p.add_argument("--no-truncate", action="store_true", help="fail on texts longer than the model's maximum")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="compute dtype (default float32)")
     add_common_flags(p, json_output='one object per text, {"input": ..., "predictions": ...} (JSON lines)')
@@ -146,7 +150,13 @@ def cmd_fill_mask(args: argparse.Namespace) -> int:
         raise InputError("no text given: pass TEXT arguments or lines on standard input")
     from xlm_flax.inference.fill_mask import FillMask
 
-    fill = FillMask.from_pretrained(args.model, dtype=_dtype(args.dtype), precision=args.precision, **hub_kwargs(args))
+    fill = FillMask.from_pretrained(
+        args.model,
+        dtype=_dtype(args.dtype),
+        precision=args.precision,
+        tokenizer_workers=args.tokenizer_workers,
+        **hub_kwargs(args),
+    )
     targets = [t for t in args.targets.split(",") if t] if args.targets else None
     results = fill(
         texts,
@@ -194,6 +204,7 @@ def add_embed(sub: argparse._SubParsersAction) -> None:
         "--layer", default="-1", help="hidden layer to pool (-1: last), or a list to average, written --layer=-1,-2"
     )
     p.add_argument("--batch-size", type=int, default=32, help="sentences per device batch (default 32)")
+    p.add_argument("--tokenizer-workers", type=int, default=0, metavar="N", help=TOKENIZER_WORKERS_HELP)
     p.add_argument("--normalize", action="store_true", help="scale each vector to unit length")
     p.add_argument("--lang", help="language code (e.g. en) for tokenization and language embeddings")
     p.add_argument("--no-truncate", action="store_true", help="fail on sentences longer than the model's maximum")
@@ -226,7 +237,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from xlm_flax.inference.embeddings import Embedder
 
     embedder = Embedder.from_pretrained(
-        args.model, pooling=args.pooling, dtype=_dtype(args.dtype), precision=args.precision, **hub_kwargs(args)
+        args.model,
+        pooling=args.pooling,
+        dtype=_dtype(args.dtype),
+        precision=args.precision,
+        tokenizer_workers=args.tokenizer_workers,
+        **hub_kwargs(args),
     )
     vectors = embedder.encode(
         sentences,

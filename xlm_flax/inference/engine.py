@@ -13,8 +13,10 @@ batch is padded to a multiple of the data axis and split over it.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -39,7 +41,9 @@ from xlm_flax.inference.batching import (
 from xlm_flax.sharding.mesh import auto_mesh, to_mesh
 from xlm_flax.sharding.placement import data_sharding, shard_model
 from xlm_flax.sharding.rules import batch_multiple
-from xlm_flax.tokenization import Languages, encode_text, truncate
+from xlm_flax.tokenization import Languages, check_segmenter, encode_text, fast_tokenizer, truncate
+from xlm_flax.tokenization.rules import moses_language
+from xlm_flax.tokenization.workers import ParallelEncoder
 from xlm_flax.validation import check_tokenizer_fits
 
 logger = logging.getLogger("xlm_flax")
@@ -48,6 +52,9 @@ BATCHINGS = ("packed", "buckets")
 # Sentences tokenized and packed together: enough for best fit to pair long sentences with short ones, few enough
 # that the first batch is dispatched soon (the next window is tokenized while the device runs this one's batches).
 PACKING_WINDOW = 4096
+# Texts per task sent to a tokenizer worker: large enough to amortise the copies between processes, small enough
+# that a window of inputs is spread over every worker.
+WORKER_CHUNK = 128
 # Shortest packed row: rows of a window of short sentences still hold several of them.
 MIN_ROW_LENGTH = 64
 
@@ -70,6 +77,13 @@ def check_batching(batching: str) -> str:
     if batching not in BATCHINGS:
         raise InputError(f"batching={batching!r}: use one of {', '.join(BATCHINGS)}")
     return batching
+
+
+def check_tokenizer_workers(workers: int) -> int:
+    """Validates a `tokenizer_workers=` argument."""
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise InputError(f"tokenizer_workers={workers!r}: give 0 (tokenize in this process) or a number of processes")
+    return workers
 
 
 def _preview(text: str, width: int = 40) -> str:
@@ -108,6 +122,8 @@ class _Engine:
         rules: Logical-axis rules for placing the parameters and splitting the batch (default `DEFAULT_RULES`;
             `axis_rules(data="dp", model="tp")` for a mesh with axes `("dp", "tp")`).
         batching: `"packed"` (several sentences per row; the default) or `"buckets"` (one padded sentence per row).
+        tokenizer_workers: Processes that tokenize (Moses is pure Python and holds the GIL); 0 tokenizes on the
+            prefetch thread of this process. The ids are the same either way.
     """
 
     def __init__(
@@ -118,8 +134,11 @@ class _Engine:
         mesh: Mesh | None = None,
         rules: Any = None,
         batching: str = "packed",
+        tokenizer_workers: int = 0,
     ):
         self.batching = check_batching(batching)
+        self.tokenizer_workers = check_tokenizer_workers(tokenizer_workers)
+        self._encoder: ParallelEncoder | None = None
         if mesh is not None:
             shard_model(model, mesh, rules)  # a no-op for parameters already placed so (from_pretrained)
         self.config: XLMConfig = model.config
@@ -156,8 +175,45 @@ class _Engine:
 
     # ------------------------------------------------------------------------------------------- host side
 
-    def _tokenize(self, texts: list[str], i: int, code: str, truncation: bool, truncated: list[int]) -> list[int]:
-        ids = encode_text(self.tokenizer, texts[i], code)
+    def _parallel_encoder(self) -> ParallelEncoder | None:
+        """The worker pool (started on first use, kept for later calls), or None to tokenize in this process."""
+        if self.tokenizer_workers == 0 or not hasattr(self.tokenizer, "bpe_ranks"):  # not an XLMTokenizer
+            return None
+        if self._encoder is None:
+            encoder = ParallelEncoder(fast_tokenizer(self.tokenizer), self.tokenizer_workers, chunk_size=WORKER_CHUNK)
+            weakref.finalize(self, encoder.close)
+            self._encoder = encoder
+        return self._encoder
+
+    def close(self) -> None:
+        """Stops the tokenizer worker processes, if any (they also stop when this object is collected)."""
+        if self._encoder is not None:
+            self._encoder.close()
+            self._encoder = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _encoded(
+        self, texts: list[str], order: Iterable[int], code: str, truncation: bool, truncated: list[int]
+    ) -> Iterator[list[int]]:
+        """The ids of `texts[i]` for each `i` of `order`, lazily: in worker processes (which run ahead, a bounded
+        number of chunks) when `tokenizer_workers` > 0, else here."""
+        encoder = self._parallel_encoder()
+        if encoder is None:
+            for i in order:
+                yield self._fit(texts, i, encode_text(self.tokenizer, texts[i], code), truncation, truncated)
+            return
+        check_segmenter(moses_language(code, "language"))  # before the workers, with the package to install
+        order = list(order)
+        for i, ids in zip(order, encoder.imap((texts[i] for i in order), code), strict=True):
+            yield self._fit(texts, i, ids, truncation, truncated)
+
+    def _fit(self, texts: list[str], i: int, ids: list[int], truncation: bool, truncated: list[int]) -> list[int]:
+        """`ids` of input `i`, truncated to the model's length (or an error when truncation is off)."""
         if len(ids) > self.max_length:
             if not truncation:
                 raise InputError(
@@ -191,8 +247,10 @@ class _Engine:
 
     def _bucketed_batches(self, texts, batch_size, sizes, code, lang_id, truncation, truncated) -> Iterator[HostBatch]:
         """One sentence per row, sorted by length, padded to a length bucket."""
-        for indices in batch_order([len(t) for t in texts], batch_size):
-            sequences = [self._tokenize(texts, i, code, truncation, truncated) for i in indices]
+        order = batch_order([len(t) for t in texts], batch_size)
+        encoded = self._encoded(texts, (int(i) for indices in order for i in indices), code, truncation, truncated)
+        for indices in order:
+            sequences = list(itertools.islice(encoded, len(indices)))
             yield pad_batch(
                 indices,
                 sequences,
@@ -205,9 +263,11 @@ class _Engine:
     def _packed_batches(self, texts, batch_size, sizes, code, lang_id, truncation, truncated) -> Iterator[HostBatch]:
         """Several sentences per row: each window of inputs is packed into rows of one length bucket, and the rows
         are cut into batches of `batch_size` rows (the last rounded up to a batch bucket)."""
+        # One stream over all inputs, so that the workers tokenize the next window while this one is packed.
+        encoded = self._encoded(texts, range(len(texts)), code, truncation, truncated)
         for first in range(0, len(texts), PACKING_WINDOW):
             indices = np.arange(first, min(first + PACKING_WINDOW, len(texts)))
-            sequences = [self._tokenize(texts, int(i), code, truncation, truncated) for i in indices]
+            sequences = list(itertools.islice(encoded, len(indices)))
             lengths = [len(s) for s in sequences]
             length = bucket_for(max(max(lengths), min(MIN_ROW_LENGTH, self.max_length)), self.length_buckets)
             rows = pack_rows(lengths, length)

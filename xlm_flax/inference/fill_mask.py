@@ -23,7 +23,7 @@ from xlm_flax.inference.batching import (
     bucket_for,
     length_buckets,
 )
-from xlm_flax.inference.engine import _check_texts, _Engine, _preview, logger
+from xlm_flax.inference.engine import _check_texts, _Engine, _preview, check_tokenizer_workers, logger
 from xlm_flax.model.lm_head import XLMWithLMHeadModel
 from xlm_flax.sharding.rules import resolve_rules
 from xlm_flax.tokenization import encode_text, load_tokenizer
@@ -61,6 +61,8 @@ class FillMask(_Engine):
         batching: `"packed"` (the default: several texts share each row, with block-diagonal attention; each
             text's scores are what they are alone) or `"buckets"` (one text per padded row). With packing,
             `batch_size` counts rows.
+        tokenizer_workers: Processes that tokenize while the device computes; 0 (the default) tokenizes on this
+            process's prefetch thread. Same ids either way (see `Embedder`).
 
     Example:
         >>> fm = FillMask.from_pretrained("./xlm-en-2048")
@@ -75,10 +77,13 @@ class FillMask(_Engine):
         mesh: Mesh | None = None,
         rules: Any = None,
         batching: str = "packed",
+        tokenizer_workers: int = 0,
     ):
         if not hasattr(model, "pred_layer"):
             raise InputError(f"FillMask needs a model with a language-model head, not {type(model).__name__}")
-        super().__init__(model, tokenizer, mesh=mesh, rules=rules, batching=batching)
+        super().__init__(
+            model, tokenizer, mesh=mesh, rules=rules, batching=batching, tokenizer_workers=tokenizer_workers
+        )
         self.mask_token = tokenizer.mask_token
         self.mask_id = tokenizer.mask_token_id
 
@@ -93,6 +98,7 @@ class FillMask(_Engine):
         mesh: Mesh | None = None,
         rules: Any = None,
         batching: str = "packed",
+        tokenizer_workers: int = 0,
         **hub: Any,
     ) -> FillMask:
         """Loads the model and tokenizer of a checkpoint directory or hub id.
@@ -105,6 +111,7 @@ class FillMask(_Engine):
             mesh: Optional device mesh.
             rules: Logical-axis rules for `mesh` (`axis_rules(data="dp", model="tp")` for other axis names).
             batching: `"packed"` or `"buckets"` (see the class).
+            tokenizer_workers: Tokenizer processes (see the class).
             **hub: The hub's arguments for a hub id: `revision`, `token`, `cache_dir`, `local_files_only`,
                 `subfolder`, `force_download` (passed to huggingface_hub).
 
@@ -113,6 +120,7 @@ class FillMask(_Engine):
             CheckpointError: the checkpoint has no language-model head.
         """
         hub = hub_options(hub).as_kwargs()
+        check_tokenizer_workers(tokenizer_workers)  # before anything is loaded
         if mesh is not None:
             resolve_rules(rules, mesh)  # a mesh the rules cannot use: say so before loading anything
         XLMConfig.from_pretrained(path_or_hub_id, **hub)  # first: a missing or bad config.json is what is reported
@@ -136,7 +144,7 @@ class FillMask(_Engine):
                 f"{', '.join(e.missing_head)} (it holds a bare encoder or another head; use Embedder for "
                 f"embeddings, or a checkpoint of XLMWithLMHeadModel): {e}"
             ) from e
-        return cls(model, tokenizer, mesh=mesh, rules=rules, batching=batching)
+        return cls(model, tokenizer, mesh=mesh, rules=rules, batching=batching, tokenizer_workers=tokenizer_workers)
 
     def _target_ids(self, targets: str | Sequence[str], code: str) -> np.ndarray:
         """Vocabulary ids of `targets`, as the pipeline picks them: the exact token, else the target's first piece."""

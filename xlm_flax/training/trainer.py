@@ -276,7 +276,8 @@ class Trainer:
         for name, value in batch.items():
             spec = PartitionSpec(None, self._data_axis, *([None] * (value.ndim - 2)))
             sharding = NamedSharding(self._compute_mesh, spec)
-            if self.data.process_local:  # this process's rows only (StreamingBatches)
+            # A data object without the attribute (the caller's own) gives global batches, as TextBatches does.
+            if getattr(self.data, "process_local", False):  # this process's rows only (StreamingBatches)
                 out[name] = jax.make_array_from_process_local_data(sharding, value)
             else:
                 out[name] = jax.device_put(value, sharding)
