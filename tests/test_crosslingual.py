@@ -188,11 +188,10 @@ def test_alternating_batches_resume_where_they_stopped():
 
 
 def test_vocabulary_and_evaluation_run_end_to_end(corpus, tmp_path):
-    from flax import nnx
     from transformers import XLMTokenizer
 
     from benchmarks.crosslingual import train_vocab
-    from xlm_flax import XLMConfig, XLMWithLMHeadModel
+    from xlm_flax import XLMConfig
 
     out, _ = corpus
     model_dir = str(tmp_path / "model")
@@ -209,10 +208,16 @@ def test_vocabulary_and_evaluation_run_end_to_end(corpus, tmp_path):
     assert tokenizer.mask_token == "<special1>" and tokenizer.convert_tokens_to_ids("<special1>") == 5
     assert tokenizer.encode("Could not open the file now", lang="en")[0] == 0
 
-    model = XLMWithLMHeadModel(config, rngs=nnx.Rngs(0))
-    model.save_pretrained(model_dir, tokenizer_source=model_dir)
+    # Two steps of the MLM+TLM alternation (one of each) through the training script itself.
+    from benchmarks.crosslingual import train_models
+
+    run = str(tmp_path / "run")
+    assert train_models.main([model_dir, out, run, "--objective", "mlm+tlm", "--steps", "2", "--save-every", "2",
+                              "--log-every", "1", "--batch-size", "4"]) == 0  # fmt: skip
+    trained = os.path.join(run, "model")
+    assert XLMConfig.from_pretrained(trained).lang2id == config.lang2id
     results = str(tmp_path / "eval")
-    assert ev.main([out, "--model", f"tiny={model_dir}", "--limit", "20", "--classes", "2", "--finetune-steps", "2",
+    assert ev.main([out, "--model", f"tiny={trained}", "--limit", "20", "--classes", "2", "--finetune-steps", "2",
                     "--batch-size", "8", "--buckets", "64", "--out", results]) == 0  # fmt: skip
     report = json.load(open(os.path.join(results, "results.json"), encoding="utf-8"))
     rows = {(r["task"], r["lang"], r["metric"], r["system"]): r for r in report["results"]}

@@ -49,6 +49,14 @@ class AlternatingBatches:
         self.drawn = 0
         self.langs = self.groups[0][0].langs  # what Trainer.evaluate would read; unused in pretraining
 
+    process_local = False  # every process draws the global batch, as TextBatches does
+
+    def save_args(self) -> dict:
+        """Extra orbax checkpoint items: none (the position goes into the trainer's JSON metadata)."""
+        return {}
+
+    restore_args = save_args
+
     def _stream(self, i: int) -> TextBatches:
         group = self.groups[i % len(self.groups)]
         return group[(i // len(self.groups)) % len(group)]
@@ -135,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with open(os.path.join(args.corpus, "manifest.json"), encoding="utf-8") as f:
         langs = json.load(f)["languages"]
+    with open(os.path.join(args.model, "config.json"), encoding="utf-8") as f:
+        max_positions = json.load(f)["max_position_embeddings"]
+    buckets = tuple(b for b in (32, 64, 128) if b < max_positions) + (min(128, max_positions),)
     config = TrainConfig(
         model=args.model,
         train_file=os.path.join(args.corpus, "train.en"),
@@ -144,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         langs=("en",),
         steps=args.steps,
         batch_size=args.batch_size,
-        buckets=(32, 64, 128),
+        buckets=buckets,  # (32, 64, 128) for the 128-position model
         learning_rate=args.learning_rate,
         warmup_steps=min(args.warmup_steps, args.steps // 10),
         schedule="linear",
