@@ -34,6 +34,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from xlm_flax.tokenization import encode_text
+
 BUCKETS = (16, 32, 64, 128)
 
 
@@ -150,7 +152,7 @@ class ModelUnderTest:
         return self.config.lang2id.get(lang, self.config.lang_id)
 
     def encode_ids(self, text: str, lang: str) -> list[int]:
-        ids = self.tokenizer.encode(text, lang=lang)
+        ids = encode_text(self.tokenizer, text, lang)  # the language's Moses rules, as in training
         return ids if len(ids) <= self.limit else ids[: self.limit - 1] + ids[-1:]
 
     def _batch(self, rows: list[dict[str, np.ndarray]], batch_size: int):
@@ -300,7 +302,7 @@ class _Encoder:
         self.limit = min(config.max_position_embeddings, self.buckets[-1])
 
     def row(self, text: str, lang: str) -> dict[str, np.ndarray]:
-        ids = self.tokenizer.encode(text, lang=lang)
+        ids = encode_text(self.tokenizer, text, lang)  # transformers' encode(lang=) would use English rules
         ids = ids if len(ids) <= self.limit else ids[: self.limit - 1] + ids[-1:]
         lid = self.config.lang2id.get(lang, self.config.lang_id)
         return {"input_ids": np.asarray(ids, np.int32), "langs": np.full(len(ids), lid, np.int32)}

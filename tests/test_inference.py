@@ -262,3 +262,37 @@ def test_mesh_matches_single_device(mono, embedders, fill):
     sharded = FillMask.from_pretrained(mono[0], mesh=mesh)
     texts = [SINGLE, DOUBLE, *OTHERS]
     _assert_same_predictions(sharded(texts, top_k=3), fill(texts, top_k=3))
+
+
+@requires_torch
+def test_fill_mask_with_translation_equals_pytorch_on_the_tlm_pair(multi):
+    from xlm_flax.training.objectives import tlm_pair
+
+    directory, model = multi
+    fill = FillMask.from_pretrained(directory)
+    text, translation = f"the {MASK} sat on the mat .", "le chat sur le tapis ."
+    got = fill.with_translation(text, translation, lang="en", translation_lang="fr", top_k=4)
+    first = encode_text(fill.tokenizer, text, "en")
+    pair = tlm_pair(first, encode_text(fill.tokenizer, translation, "fr"), TINY_LANGS["en"], TINY_LANGS["fr"])
+    with torch.no_grad():
+        logits = model(
+            torch.tensor(pair["input_ids"][None]).long(),
+            langs=torch.tensor(pair["langs"][None]).long(),
+            position_ids=torch.tensor(pair["position_ids"][None]).long(),
+        ).logits[0, first.index(fill.mask_id)]
+    probs = torch.softmax(logits, -1)
+    expected = torch.topk(probs, 4)
+    assert [p["token"] for p in got] == expected.indices.tolist()
+    np.testing.assert_allclose([p["score"] for p in got], expected.values.numpy(), atol=TOL, rtol=0)
+    assert got[0]["sequence"] == fill.tokenizer.decode(
+        [got[0]["token"] if t == fill.mask_id else t for t in first], skip_special_tokens=True
+    )
+    # The translation changes the prediction (positions restart, the French tokens carry their language id).
+    alone = fill(text, lang="en", top_k=4)
+    assert not np.allclose([p["score"] for p in alone], [p["score"] for p in got], rtol=1e-4, atol=0)
+    with pytest.raises(InputError, match="unknown language 'xx'"):
+        fill.with_translation(text, translation, lang="en", translation_lang="xx")
+    with pytest.raises(InputError, match="more than the model's max_position_embeddings"):
+        fill.with_translation(text, " ".join(["chat"] * MAX_POS), lang="en", translation_lang="fr")
+    with pytest.raises(InputError, match="no mask token"):
+        fill.with_translation("the cat", translation, lang="en", translation_lang="fr")

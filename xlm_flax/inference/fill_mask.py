@@ -50,6 +50,26 @@ def _fill_mask_kernel(graphdef: nnx.GraphDef, top_k: int | None, packed: bool) -
     return kernel
 
 
+def _pair_kernel(graphdef: nnx.GraphDef, top_k: int, use_langs: bool) -> Callable:
+    def kernel(state, input_ids, attention_mask, langs, position_ids, at):
+        # One TLM pair per row: [batch, length] ids, mask, language ids and positions (restarting at the second
+        # sentence); at: [batch, masks] positions of the masks to predict.
+        model = nnx.merge(graphdef, state)
+        hidden = model.transformer(
+            input_ids,
+            attention_mask,
+            langs if use_langs else None,
+            position_ids=position_ids,
+            output_hidden_states=False,
+            output_attentions=False,
+        ).last_hidden_state
+        picked = jnp.take_along_axis(hidden, at[:, :, None], axis=1)
+        logits = model.pred_layer(picked, model.transformer.embeddings.embedding[...])
+        return jax.lax.top_k(jax.nn.softmax(logits, axis=-1), top_k)
+
+    return kernel
+
+
 class FillMask(_Engine):
     """Predicts masked words, returning what transformers' `pipeline("fill-mask")` returns.
 
@@ -262,6 +282,84 @@ class FillMask(_Engine):
                     ]
                     results[index] = per_mask[0] if len(masks) == 1 else per_mask
         return results[0] if single else results
+
+    def with_translation(
+        self,
+        text: str,
+        translation: str,
+        *,
+        lang: str | None = None,
+        translation_lang: str,
+        top_k: int = 5,
+    ) -> list:
+        """Fills the mask token(s) of `text` with its translation given next to it, as XLM's TLM objective sees a
+        sentence pair: the two sentences side by side, each framed `<s> ... </s>`, positions restarting at the
+        second, every token carrying its sentence's language id. A model trained with TLM can copy the word from
+        the translation; compare with `self(text)`, the text alone.
+
+        Args:
+            text: A text with the mask token at least once (the masks of `translation`, if any, are not predicted).
+            translation: The same text in another language.
+            lang: Language code of `text` (None: the config's default).
+            translation_lang: Language code of `translation`.
+            top_k: Predictions per mask.
+
+        Returns:
+            What `self(text)` returns: a list of `{"score", "token", "token_str", "sequence"}` (`sequence` is `text`
+            filled in), or one such list per mask.
+
+        Raises:
+            InputError: no mask token in `text`, a language the model does not know, a bad `top_k`, or a pair
+                longer than `max_position_embeddings` tokens in all (the message gives both lengths).
+        """
+        from xlm_flax.training.objectives import tlm_pair
+
+        texts, _ = _check_texts([text, translation], "fill-mask with a translation")
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise InputError(f"top_k={top_k!r}: must be a positive integer")
+        if self.mask_token not in text:
+            raise InputError(
+                f"{_preview(text)} has no mask token: write {self.mask_token} where the word to predict goes"
+            )
+        if translation_lang is None:
+            raise InputError("translation_lang: give the language code of the translation (e.g. 'fr')")
+        first_code, first_id = self.languages.resolve(lang)
+        second_code, second_id = self.languages.resolve(translation_lang)
+        first = encode_text(self.tokenizer, texts[0], first_code)
+        second = encode_text(self.tokenizer, texts[1], second_code)
+        if len(first) + len(second) > self.max_length:
+            raise InputError(
+                f"the pair is {len(first)} + {len(second)} tokens long, more than the model's "
+                f"max_position_embeddings={self.max_length}; shorten the text or its translation"
+            )
+        use_langs = first_id is not None and second_id is not None  # None: a model without language embeddings
+        pair = tlm_pair(first, second, first_id or 0, second_id or 0)
+        masks = [j for j, token in enumerate(first) if token == self.mask_id]
+        length = bucket_for(len(pair["input_ids"]), self.length_buckets)
+        width = bucket_for(len(masks), length_buckets(length, minimum=1))
+        batch = {
+            name: np.zeros((1, length), np.int32) for name in ("input_ids", "attention_mask", "langs", "positions")
+        }
+        batch["input_ids"][:] = self.config.pad_index
+        n = len(pair["input_ids"])
+        batch["input_ids"][0, :n], batch["langs"][0, :n] = pair["input_ids"], pair["langs"]
+        batch["positions"][0, :n], batch["attention_mask"][0, :n] = pair["position_ids"], 1
+        at = np.zeros((1, width), np.int32)
+        at[0, : len(masks)] = masks
+        k = min(top_k, self.config.vocab_size)
+        rows = self._multiple  # a mesh's data axis needs that many rows: copies of the pair
+        args = [
+            self._put(np.repeat(batch[name], rows, 0)) for name in ("input_ids", "attention_mask", "langs", "positions")
+        ]
+        at = np.repeat(at, rows, 0)
+        scores, ids = self._call(
+            ("fill-mask-pair", k, length, width),
+            functools.partial(_pair_kernel, self.graphdef, k, use_langs),
+            [*args, self._put(at)],
+        )
+        scores, ids = np.asarray(scores), np.asarray(ids)
+        per_mask = [self._predictions(first, j, scores[0, m], ids[0, m], len(masks) == 1) for m, j in enumerate(masks)]
+        return per_mask[0] if len(masks) == 1 else per_mask
 
     def _predictions(
         self, sequence: list[int], position: int, scores: np.ndarray, ids: np.ndarray, single_mask: bool
