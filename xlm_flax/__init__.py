@@ -44,6 +44,7 @@ _NAMES = {
     "Embedder": "xlm_flax.inference.embeddings",
     "FillMask": "xlm_flax.inference.fill_mask",
     "small_model_path": "xlm_flax.demo",
+    "multilingual_model_path": "xlm_flax.demo",
     # training
     "TrainConfig": "xlm_flax.training.config",
     "Trainer": "xlm_flax.training.trainer",

@@ -21,6 +21,7 @@ import numpy as np
 from xlm_flax.errors import MissingFileError
 
 SMALL_MODEL_NAME = "xlm-small-en"
+MULTILINGUAL_MODEL_NAME = "xlm-small-multilingual"
 SMALL_MODEL_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json")
 
 # Sentences in the style of the training corpus. Chosen by running the shipped model on two dozen such sentences:
@@ -61,17 +62,103 @@ def small_model_path() -> str:
     Raises:
         MissingFileError: a file of the model is missing or is a Git LFS pointer (a broken install or checkout).
     """
-    directory = os.fspath(importlib.resources.files("xlm_flax") / "data" / SMALL_MODEL_NAME)
+    return shipped_model_path(SMALL_MODEL_NAME)
+
+
+def multilingual_model_path() -> str:
+    """The directory of the small multilingual model shipped with xlm-flax (`xlm_flax/data/xlm-small-multilingual`):
+    English, French, German, Spanish and Russian, with language embeddings, trained on Debian's translated program
+    messages (see its `MODEL_CARD.md` for the corpus, the training and the cross-lingual evaluation).
+
+    Raises:
+        MissingFileError: a file of the model is missing or is a Git LFS pointer.
+    """
+    return shipped_model_path(MULTILINGUAL_MODEL_NAME)
+
+
+def shipped_model_path(name: str) -> str:
+    """The directory of the model `name` under `xlm_flax/data`, checked to be complete.
+
+    Raises:
+        MissingFileError: a file of the model is missing or is a Git LFS pointer (a broken install or checkout).
+    """
+    directory = os.fspath(importlib.resources.files("xlm_flax") / "data" / name)
     missing = [name for name in SMALL_MODEL_FILES if not os.path.isfile(os.path.join(directory, name))]
     weights = os.path.join(directory, "model.safetensors")
     if not missing and os.path.getsize(weights) < 1024:  # a few hundred bytes: a Git LFS pointer, not the weights
         missing.append("model.safetensors (found a placeholder of a few bytes, not the weights)")
     if missing:
         raise MissingFileError(
-            f"the small model shipped with xlm-flax is incomplete in {directory}: missing {', '.join(missing)}; "
+            f"the model {name} shipped with xlm-flax is incomplete in {directory}: missing {', '.join(missing)}; "
             "reinstall xlm-flax (pip install --force-reinstall xlm-flax, or `git checkout -- xlm_flax/data` in a clone)"
         )
     return directory
+
+
+# Held-out (test split) messages of the cross-lingual corpus with their translations, as they come: the first six,
+# in sha256 order of the English text, of the test messages of 4-8 words translated into all four languages (not
+# chosen by what the model does with them).
+CROSSLINGUAL_MESSAGES = (
+    (
+        "Japanese (alias for Han + Hiragana + Katakana)",
+        {
+            "fr": "japonais (alias pour han + hiragana + katakana)",
+            "de": "Japanisch (Alias für Han + Hiragana + Katakana)",
+            "es": "japonés (alias para Han + Hiragana + Katakana)",
+            "ru": "Японская (тоже, что и хань+хирагана+катакана)",
+        },
+    ),
+    (
+        "invalid '..' path segment",
+        {
+            "fr": "segment de chemin '..' invalide",
+            "de": "ungültiges '..' Pfadsegment",
+            "es": "segmento de ruta '..' inválido",
+            "ru": "неправильная часть пути «..»",
+        },
+    ),
+    (
+        "returned error code . Exiting.",
+        {
+            "fr": "a retourné le code d'erreur . Abandon.",
+            "de": "» « gab den Fehlercode zurück. Programmende.",
+            "es": "devolvió el código de error . Saliendo.",
+            "ru": "Работа завершилась с кодом ошибки . Завершение работы.",
+        },
+    ),
+    (
+        "HTTP Live Streaming playlist",
+        {
+            "fr": "liste de lecture de flux HTTP Live",
+            "de": "HTTP Live-Streaming-Wiedergabeliste",
+            "es": "lista de reproducción de flujo en directo HTTP",
+            "ru": "Список воспроизведения HTTP-потока",
+        },
+    ),
+    (
+        "Retrieved file size was zero.",
+        {
+            "fr": "La taille du fichier récupéré est nulle.",
+            "de": "Die abgerufene Dateigröße war Null.",
+            "es": "Lo sentimos, algo a salido mal. El tamaño del archivo recuperado es cero.",
+            "ru": "Размер полученного файла был равен нулю.",
+        },
+    ),
+    (
+        "No theme index file.",
+        {
+            "fr": "Aucun fichier d'index de thème.",
+            "de": "Keine Thema-Indexdatei.",
+            "es": "No existe el archivo índice del tema.",
+            "ru": "Нет файла с индексом темы.",
+        },
+    ),
+)
+# Layer of the mean-pooled embeddings compared across languages: the one the model card's evaluation chose on the
+# valid split (hidden state 0 is the embeddings' output, n_layers the last layer's).
+CROSSLINGUAL_LAYER = 4
+# TLM fill-mask: a held-out message with one word masked, alone and next to its French translation.
+TLM_EXAMPLE = ("--tag does not support --text {mask}", "fr", "--tag ne prend pas en charge le mode --text")
 
 
 def _sentences(n: int, seed: int = 0) -> list[str]:
@@ -213,6 +300,9 @@ def run_demo(
         f"{figures['compilations']} compilations in all (bound: {figures['buckets']} buckets)"
     )
 
+    if model is None:
+        figures["crosslingual"] = run_crosslingual_demo(out=out)
+
     if not parity:
         out("\nparity with PyTorch: skipped (--no-parity)")
     elif not _torch_available():
@@ -232,4 +322,79 @@ def run_demo(
     return figures
 
 
-__all__ = ["DEMO_SENTENCES", "DEMO_TEXTS", "check_parity", "run_demo", "small_model_path"]
+def run_crosslingual_demo(
+    model: str | os.PathLike | None = None, *, out: Callable[[str], Any] = print
+) -> dict[str, Any]:
+    """Cross-lingual similarity and TLM fill-mask on `model` (default: `multilingual_model_path()`).
+
+    Prints the cosine similarities of held-out English messages against their translations (`CROSSLINGUAL_MESSAGES`,
+    mean-pooled embeddings of layer `CROSSLINGUAL_LAYER`), how often each English message's own translation is the
+    most similar, and `TLM_EXAMPLE` filled alone and next to its translation.
+
+    Returns:
+        `{"ranked_first": {lang: count}, "messages": n, "similarity": {lang: matrix}, "alone": [...],
+        "with_translation": [...]}`.
+    """
+    from xlm_flax.inference.embeddings import Embedder
+    from xlm_flax.inference.fill_mask import FillMask
+
+    path = multilingual_model_path() if model is None else os.fspath(model)
+    start = time.perf_counter()
+    fill = FillMask.from_pretrained(path)
+    embedder = Embedder(fill.model, fill.tokenizer, pooling="mean")
+    langs = [lang for lang in ("fr", "de", "es", "ru") if lang in fill.config.lang2id]
+    out(
+        f"\ncross-lingual, on {os.path.basename(path.rstrip(os.sep))} (languages: "
+        f"{', '.join(sorted(fill.config.lang2id, key=fill.config.lang2id.get))}; see MODEL_CARD.md there)"
+    )
+    english = [message for message, _ in CROSSLINGUAL_MESSAGES]
+    layer = min(CROSSLINGUAL_LAYER, fill.config.n_layers)
+    source = embedder.encode(english, lang="en", layer=layer, normalize_embeddings=True)
+    figures: dict[str, Any] = {"messages": len(english), "ranked_first": {}, "similarity": {}}
+    for lang in langs:
+        translations = [by_lang[lang] for _, by_lang in CROSSLINGUAL_MESSAGES]
+        target = embedder.encode(translations, lang=lang, layer=layer, normalize_embeddings=True)
+        similarity = source @ target.T
+        figures["similarity"][lang] = similarity
+        figures["ranked_first"][lang] = int((similarity.argmax(1) == np.arange(len(english))).sum())
+    shown = "ru" if "ru" in langs else langs[0]
+    out(
+        f"cosine similarity (mean pooling, layer {layer}) of {len(english)} held-out English messages (rows) and "
+        f"their {shown} translations (columns; the diagonal is each message's own translation):"
+    )
+    for i, (message, row) in enumerate(zip(english, figures["similarity"][shown])):
+        marks = " ".join(f"{v:5.2f}{'*' if j == row.argmax() else ' '}" for j, v in enumerate(row))
+        out(f"  {i + 1}: {marks}  {message}")
+    out(
+        "own translation most similar (* above): "
+        + ", ".join(f"{lang} {figures['ranked_first'][lang]}/{len(english)}" for lang in langs)
+        + f" (chance {1 / len(english):.2f} each)"
+    )
+
+    template, lang, translation = TLM_EXAMPLE
+    text = template.format(mask=fill.mask_token)
+    figures["alone"] = fill(text, lang="en", top_k=5)
+    figures["with_translation"] = fill.with_translation(text, translation, lang="en", translation_lang=lang, top_k=5)
+    out(f"\nTLM fill-mask (top 5): {text}")
+    out("  alone:                 " + ", ".join(f"{c['token_str']} {c['score']:.3f}" for c in figures["alone"]))
+    out(
+        f"  next to its {lang} translation ({translation!r}): "
+        + ", ".join(f"{c['token_str']} {c['score']:.3f}" for c in figures["with_translation"])
+    )
+    figures["seconds"] = time.perf_counter() - start
+    out(f"cross-lingual part: {figures['seconds']:.2f} s including loading and compilation")
+    return figures
+
+
+__all__ = [
+    "CROSSLINGUAL_MESSAGES",
+    "DEMO_SENTENCES",
+    "DEMO_TEXTS",
+    "TLM_EXAMPLE",
+    "check_parity",
+    "multilingual_model_path",
+    "run_crosslingual_demo",
+    "run_demo",
+    "shipped_model_path",
+    "small_model_path",
+]

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import unicodedata
+from collections.abc import Sequence
 
 SPLITS = ("train", "valid", "test")
 
@@ -155,9 +156,23 @@ def package_facts(packages: list[str]) -> dict[str, dict[str, object]]:
     return facts
 
 
-def collect(locale_dir: str, langs: list[str], *, min_words: int, max_words: int, use_dpkg: bool):
-    """Cleaned pairs per language: `{lang: {english: (translation, package)}}`, and the files read."""
+def collect(
+    locale_dir: str,
+    langs: list[str],
+    *,
+    min_words: int,
+    max_words: int,
+    use_dpkg: bool,
+    domains: Sequence[str] | None = None,
+):
+    """Cleaned pairs per language: `{lang: {english: (translation, package)}}`, and the files read (only the
+    catalogs of `domains`, e.g. `["coreutils", "tar"]`, when given)."""
     files = {lang: sorted(glob.glob(os.path.join(locale_dir, lang, "LC_MESSAGES", "*.mo"))) for lang in langs}
+    if domains is not None:
+        wanted = set(domains)
+        files = {
+            lang: [p for p in paths if os.path.basename(p)[: -len(".mo")] in wanted] for lang, paths in files.items()
+        }
     owners = owning_packages([p for paths in files.values() for p in paths], use_dpkg)
     pairs: dict[str, dict[str, tuple[str, str]]] = {}
     unreadable = []
@@ -209,10 +224,13 @@ def build(
     valid: float = 0.05,
     test: float = 0.05,
     use_dpkg: bool = True,
+    domains: Sequence[str] | None = None,
 ) -> dict:
-    """Reads the catalogs, cleans, splits and writes the corpus to `out`; returns the manifest."""
+    """Reads the catalogs (of `domains` only, when given), cleans, splits and writes the corpus to `out`; returns
+    the manifest. The split of a message depends on its text alone, so a slice built from a few domains has its
+    messages in the same splits as the full corpus."""
     pairs, files, owners, unreadable = collect(
-        locale_dir, langs, min_words=min_words, max_words=max_words, use_dpkg=use_dpkg
+        locale_dir, langs, min_words=min_words, max_words=max_words, use_dpkg=use_dpkg, domains=domains
     )
     # One package per English message, over all languages: the most frequent, then the first by name.
     votes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
@@ -249,7 +267,7 @@ def build(
     manifest = {
         "source": os.path.abspath(locale_dir),
         "languages": ["en", *langs],
-        "options": {"min_words": min_words, "max_words": max_words, "valid": valid, "test": test},
+        "options": {"min_words": min_words, "max_words": max_words, "valid": valid, "test": test, "domains": domains},
         "split_rule": "sha256(normalised English key) -> [0,1): < valid: valid, < valid+test: test, else train",
         "sizes": sizes,
         "catalogs_read": {lang: len(files[lang]) for lang in langs},
@@ -282,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--valid", type=float, default=0.05, help="share of English key groups in valid")
     parser.add_argument("--test", type=float, default=0.05, help="share of English key groups in test")
     parser.add_argument("--no-dpkg", action="store_true", help="name packages by catalog domain (no dpkg)")
+    parser.add_argument("--domains", help="comma-separated catalog domains to read (default: all), e.g. coreutils,tar")
     args = parser.parse_args(argv)
     langs = [code.strip() for code in args.langs.split(",") if code.strip()]
     missing = [lang for lang in langs if not os.path.isdir(os.path.join(args.locale_dir, lang, "LC_MESSAGES"))]
@@ -297,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         valid=args.valid,
         test=args.test,
         use_dpkg=not args.no_dpkg,
+        domains=[d.strip() for d in args.domains.split(",") if d.strip()] if args.domains else None,
     )
     for split in SPLITS:
         row = manifest["sizes"][split]
