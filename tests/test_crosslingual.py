@@ -230,3 +230,28 @@ def test_vocabulary_and_evaluation_run_end_to_end(corpus, tmp_path):
         assert ("fill-mask", lang, f"accuracy, with {lang} translation", "tiny") in rows
     assert ("classification", "en", "accuracy", "tiny") in rows
     assert "| retrieval | en->fr | P@1 |" in open(os.path.join(results, "results.md"), encoding="utf-8").read()
+
+
+def test_shipped_multilingual_model_loads_with_its_languages():
+    from xlm_flax import Embedder, FillMask, multilingual_model_path
+    from xlm_flax.demo import CROSSLINGUAL_LAYER, CROSSLINGUAL_MESSAGES
+    from xlm_flax.errors import InputError
+
+    directory = multilingual_model_path()
+    assert sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory)) <= 10 * 2**20
+    card = open(os.path.join(directory, "MODEL_CARD.md"), encoding="utf-8").read()
+    assert "Licence" in card and "| retrieval |" in card  # the corpus's licences and the evaluation table
+    fill = FillMask.from_pretrained(directory)
+    config = fill.config
+    assert config.lang2id == {"en": 0, "fr": 1, "de": 2, "es": 3, "ru": 4} and config.has_lang_embeddings
+    assert fill.mask_id == 5 and fill.tokenizer.convert_ids_to_tokens(13) == "<special9>"
+    embedder = Embedder(fill.model, fill.tokenizer)
+    english = [message for message, _ in CROSSLINGUAL_MESSAGES]
+    russian = [by_lang["ru"] for _, by_lang in CROSSLINGUAL_MESSAGES]
+    a = embedder.encode(english, lang="en", layer=CROSSLINGUAL_LAYER, normalize_embeddings=True)
+    b = embedder.encode(russian, lang="ru", layer=CROSSLINGUAL_LAYER, normalize_embeddings=True)
+    assert np.isfinite(a).all() and np.isfinite(b).all() and a.shape == b.shape == (len(english), config.emb_dim)
+    # The language id reaches the model: the same text embeds differently as French and as English.
+    assert not np.allclose(embedder.encode(english[:1], lang="fr"), embedder.encode(english[:1], lang="en"))
+    with pytest.raises(InputError, match="unknown language 'it'"):
+        embedder.encode(english[:1], lang="it")

@@ -53,6 +53,13 @@ def test_demo_runs_without_torch():
     candidates = [line for line in lines if re.fullmatch(r"\s+(mask \d: )?(\S+ \d\.\d{3}, ){4}\S+ \d\.\d{3}", line)]
     assert len(candidates) >= 5, out
     assert "cosine similarity" in out and "sentences/s" in out
+    # The cross-lingual part, on the shipped multilingual model: a 6 x 6 table, one star per row, and TLM fill-mask.
+    crosslingual = out.split("cross-lingual, on xlm-small-multilingual")[1]
+    table = [line for line in crosslingual.splitlines() if re.match(r"  \d: ", line)]
+    assert len(table) == 6 and all(line.count("*") == 1 for line in table), crosslingual
+    assert re.search(r"own translation most similar .*: fr \d/6, de \d/6, es \d/6, ru \d/6", crosslingual)
+    pairs = crosslingual.split("TLM fill-mask (top 5)")[1].splitlines()
+    assert pairs[1].startswith("  alone: ") and pairs[2].startswith("  next to its fr translation"), crosslingual
     assert "parity with PyTorch: skipped, torch is not installed" in out
     assert "Traceback" not in result.stderr
 
