@@ -187,6 +187,7 @@ def test_alternating_batches_resume_where_they_stopped():
     assert head + [next(resumed) for _ in range(17)] == expected
 
 
+@pytest.mark.slow
 def test_vocabulary_and_evaluation_run_end_to_end(corpus, tmp_path):
     from transformers import XLMTokenizer
 

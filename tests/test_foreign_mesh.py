@@ -49,6 +49,7 @@ def test_axis_rules_is_the_issue_table():
     assert axis_rules(data="dp", model="tp") == RULES
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["explicit", "auto"])
 def test_sharded_forward_on_a_foreign_mesh_matches_one_device(checkpoint, kind):
     mesh = _mesh(kind)
@@ -114,6 +115,7 @@ def test_fill_mask_and_embedder_on_a_foreign_explicit_mesh(checkpoint):
     assert _diff(sharded.encode(texts), vectors) <= 1e-5
 
 
+@pytest.mark.slow
 def test_training_on_a_foreign_explicit_mesh(checkpoint, tmp_path):
     from xlm_flax.training.config import TrainConfig
     from xlm_flax.training.trainer import Trainer

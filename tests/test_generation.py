@@ -136,6 +136,7 @@ def test_causal_mode_equals_a_pytorch_loop(causal):
     np.testing.assert_array_equal(got[:, ids.shape[1] :], expected[:, : got.shape[1] - ids.shape[1]])
 
 
+@pytest.mark.slow
 def test_sampling_filters_and_seed(causal):
     import jax
 

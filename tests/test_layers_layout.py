@@ -93,6 +93,7 @@ def test_matches_pytorch_and_the_other_layouts(models, layout, output_attentions
             assert out.attentions is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["unrolled", "per_layer"])
 def test_dropout_equals_scanned_stack(models, layout):
     """Training-mode dropout draws the same per-layer keys in every layout, so all give the same output."""
@@ -107,6 +108,7 @@ def test_dropout_equals_scanned_stack(models, layout):
     np.testing.assert_allclose(np.asarray(outs[0]), np.asarray(outs[1]), rtol=0, atol=LAYOUT_TOL)
 
 
+@pytest.mark.slow
 def test_remat_per_layer_gives_the_same_gradients():
     config = XLMConfig(vocab_size=41, emb_dim=30, n_layers=2, n_heads=5)
     ids = jnp.asarray(random_inputs(config, batch=2, length=5)[0])
@@ -186,6 +188,7 @@ def test_saving_a_per_layer_model_writes_the_stacked_checkpoint(models, tmp_path
     )
 
 
+@pytest.mark.slow
 def test_per_layer_model_sharded(models):
     directory, torch_model, ours = models
     mesh = make_mesh(4, 2)

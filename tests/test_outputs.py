@@ -57,6 +57,7 @@ def test_key_order_is_transformers_own():
     assert list(ClassifierOutput(logits=jnp.ones(1)).keys()) == list(SequenceClassifierOutput(logits=t).keys())
 
 
+@pytest.mark.slow
 def test_outputs_stay_pytrees_under_jit():
     model = XLMWithLMHeadModel(CONFIG, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)

@@ -105,6 +105,7 @@ def test_bad_batching(mono):
         Embedder.from_pretrained(mono[0], batching="rows")
 
 
+@pytest.mark.slow
 def test_tokenizer_workers_give_the_same_results(mono):
     directory, _ = mono
     texts = _texts(300, seed=3, high=45)  # more than one chunk per worker; some longer than the model's 40

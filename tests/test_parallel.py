@@ -154,6 +154,7 @@ def test_replication_fallback_and_rule_overrides(tmp_path):
         resolve_rules(["mlp"])
 
 
+@pytest.mark.slow
 def test_init_sharded_equals_plain_init(setup):
     config = setup["single"].config
     mesh = make_mesh(2, 4)

@@ -134,6 +134,7 @@ def _train_config(tokenizer_dir, text_file, output_dir, **overrides) -> TrainCon
     return TrainConfig(**fields)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh_shape", [(8, 1), (4, 2)])
 def test_sharded_step_equals_single_device(mesh_shape, tokenizer_dir, text_file, tmp_path):
     config = tiny_config(n_heads=2, emb_dim=24)  # 2 heads, 96 FFN units: divisible by the model axis
@@ -161,6 +162,7 @@ def test_sharded_step_equals_single_device(mesh_shape, tokenizer_dir, text_file,
     assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(out1[0]), jax.tree.leaves(params))) > 1e-4
 
 
+@pytest.mark.slow
 def test_loss_decreases(tokenizer_dir, text_file, tmp_path):
     model = XLMWithLMHeadModel(tiny_config(), rngs=nnx.Rngs(params=0))
     trainer = Trainer(_train_config(tokenizer_dir, text_file, tmp_path, steps=40), model=model, log=lambda _: None)
@@ -174,6 +176,7 @@ def test_loss_decreases(tokenizer_dir, text_file, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_exactly(tokenizer_dir, text_file, tmp_path):
     def run(output_dir, steps):
         model = XLMWithLMHeadModel(tiny_config(), rngs=nnx.Rngs(params=0))
@@ -273,6 +276,7 @@ def test_tlm_loss_decreases(tokenizer_dir, tmp_path):
     assert all(np.isfinite(losses)) and np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
 
 
+@pytest.mark.slow
 def test_clm_loss_decreases(tokenizer_dir, text_file, tmp_path):
     model = XLMWithLMHeadModel(tiny_config(causal=True), rngs=nnx.Rngs(params=0))
     trainer = Trainer(
@@ -302,6 +306,7 @@ def classification_files(tmp_path_factory):
     return _write(directory / "train.tsv", _separable(320, 0)), _write(directory / "test.tsv", _separable(100, 1))
 
 
+@pytest.mark.slow
 def test_classification_fine_tuning_reaches_high_accuracy(tokenizer_dir, classification_files, tmp_path):
     train_file, test_file = classification_files
     model = XLMForSequenceClassification(tiny_config(num_labels=2), rngs=nnx.Rngs(params=0))
@@ -354,6 +359,7 @@ def test_classification_file_errors(line, message, tmp_path):
         read_classification_file(_write(tmp_path / "bad.tsv", ["abd .\t0", line]))
 
 
+@pytest.mark.slow
 def test_compilation_is_announced_and_left_out_of_throughput(tokenizer_dir, text_file, tmp_path, monkeypatch, capsys):
     model = XLMWithLMHeadModel(tiny_config(), rngs=nnx.Rngs(params=0))
     config = _train_config(tokenizer_dir, text_file, tmp_path, steps=4, log_every=2, buckets=(32,))
