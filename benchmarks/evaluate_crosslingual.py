@@ -140,13 +140,18 @@ class ModelUnderTest:
             weights = mask[..., None].astype(out.last_hidden_state.dtype)
             return [jax.numpy.sum(h * weights, 1) / jax.numpy.maximum(weights.sum(1), 1) for h in out.hidden_states]
 
-        def logits(state, ids, mask, langs, positions):
+        def predict(state, ids, mask, langs, positions, at):
+            # The language-model head at one position per row only: the full [batch, length, vocabulary] logits
+            # would be most of the time and of the host transfers.
             model = nnx.merge(graphdef, state)
-            return model(ids, attention_mask=mask, langs=langs, position_ids=positions).logits
+            hidden = model.transformer(ids, attention_mask=mask, langs=langs, position_ids=positions).last_hidden_state
+            picked = jax.numpy.take_along_axis(hidden, at[:, None, None], axis=1)  # [batch, 1, emb_dim]
+            logits = model.pred_layer(picked, model.transformer.embeddings.embedding[...])
+            return jax.numpy.argmax(logits[:, 0], axis=-1)
 
         self._state = state
         self._pooled = jax.jit(pooled)
-        self._logits = jax.jit(logits)
+        self._predict = jax.jit(predict)
 
     def lang_id(self, lang: str) -> int:
         return self.config.lang2id.get(lang, self.config.lang_id)
@@ -197,13 +202,17 @@ class ModelUnderTest:
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             batch, n = self._batch(chunk, batch_size)
-            logits = np.asarray(
-                self._logits(
-                    self._state, batch["input_ids"], batch["attention_mask"], batch["langs"], batch["position_ids"]
-                )
+            positions = np.zeros(batch_size, np.int32)
+            positions[:n] = at[start : start + n]
+            predicted = self._predict(
+                self._state,
+                batch["input_ids"],
+                batch["attention_mask"],
+                batch["langs"],
+                batch["position_ids"],
+                positions,
             )
-            for i in range(n):
-                predictions[start + i] = int(np.argmax(logits[i, at[start + i]]))
+            predictions[start : start + n] = np.asarray(predicted)[:n]
         return predictions
 
 
