@@ -156,7 +156,7 @@ CROSSLINGUAL_MESSAGES = (
 )
 # Layer of the mean-pooled embeddings compared across languages: the one the model card's evaluation chose on the
 # valid split (hidden state 0 is the embeddings' output, n_layers the last layer's).
-CROSSLINGUAL_LAYER = 4
+CROSSLINGUAL_LAYER = 2
 # TLM fill-mask: a held-out message with one word masked, alone and next to its French translation.
 TLM_EXAMPLE = ("--tag does not support --text {mask}", "fr", "--tag ne prend pas en charge le mode --text")
 
