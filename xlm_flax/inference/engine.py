@@ -191,7 +191,7 @@ class _Engine:
             self._encoder.close()
             self._encoder = None
 
-    def __enter__(self):
+    def __enter__(self) -> _Engine:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -40,14 +40,24 @@ def _fill_mask_kernel(graphdef: nnx.GraphDef, top_k: int | None, packed: bool) -
             hidden = model.transformer(input_ids, langs=langs, segment_ids=mask_or_segments, **flags).last_hidden_state
         else:
             hidden = model.transformer(input_ids, mask_or_segments, langs, **flags).last_hidden_state  # [B, T, D]
-        picked = jnp.take_along_axis(hidden, positions[:, :, None], axis=1)  # [B, K, D]: only masks reach the head
-        logits = model.pred_layer(picked, model.transformer.embeddings.embedding[...])  # [B, K, V] float32
-        probs = jax.nn.softmax(logits, axis=-1)
-        if top_k is None:
-            return probs
-        return jax.lax.top_k(probs, top_k)  # ([B, K, k], [B, K, k])
+        return _mask_probabilities(model, hidden, positions, top_k)
 
     return kernel
+
+
+def _mask_probabilities(model: XLMWithLMHeadModel, hidden: jax.Array, positions: jax.Array, top_k: int | None):
+    """Vocabulary probabilities at `positions` ([B, K]) of `hidden` ([B, T, D]), or their top `top_k`."""
+    picked = jnp.take_along_axis(hidden, positions[:, :, None], axis=1)  # [B, K, D]: only masks reach the head
+    logits = model.pred_layer(picked, model.transformer.embeddings.embedding[...])  # [B, K, V] float32
+    probs = jax.nn.softmax(logits, axis=-1)
+    if top_k is None:
+        return probs
+    return jax.lax.top_k(probs, top_k)  # ([B, K, k], [B, K, k])
+
+
+def _check_top_k(top_k: int) -> None:
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise InputError(f"top_k={top_k!r}: must be a positive integer")
 
 
 def _pair_kernel(graphdef: nnx.GraphDef, top_k: int, use_langs: bool) -> Callable:
@@ -63,9 +73,7 @@ def _pair_kernel(graphdef: nnx.GraphDef, top_k: int, use_langs: bool) -> Callabl
             output_hidden_states=False,
             output_attentions=False,
         ).last_hidden_state
-        picked = jnp.take_along_axis(hidden, at[:, :, None], axis=1)
-        logits = model.pred_layer(picked, model.transformer.embeddings.embedding[...])
-        return jax.lax.top_k(jax.nn.softmax(logits, axis=-1), top_k)
+        return _mask_probabilities(model, hidden, at, top_k)
 
     return kernel
 
@@ -221,8 +229,7 @@ class FillMask(_Engine):
                 `truncation=False`) a text that is too long.
         """
         texts, single = _check_texts(inputs, "fill-mask")
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-            raise InputError(f"top_k={top_k!r}: must be a positive integer")
+        _check_top_k(top_k)
         for i, text in enumerate(texts):
             if self.mask_token not in text:
                 raise InputError(
@@ -315,8 +322,7 @@ class FillMask(_Engine):
         from xlm_flax.training.objectives import tlm_pair
 
         texts, _ = _check_texts([text, translation], "fill-mask with a translation")
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-            raise InputError(f"top_k={top_k!r}: must be a positive integer")
+        _check_top_k(top_k)
         if self.mask_token not in text:
             raise InputError(
                 f"{_preview(text)} has no mask token: write {self.mask_token} where the word to predict goes"
