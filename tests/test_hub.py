@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import build_test_tokenizer
+from helpers import build_test_tokenizer, requires_torch
 from hub_server import HubServer
 
 from xlm_flax import FillMask, XLMConfig, XLMWithLMHeadModel
@@ -102,6 +102,16 @@ def test_local_cache_with_commit_and_branch_revisions(models, tmp_path):
     _populate_cache(cache, "org/nested", {A: {f"sub/{p}": b for p, b in models["first"].items()}}, {"main": A})
     nested = XLMWithLMHeadModel.from_pretrained("org/nested", subfolder="sub", **hub)
     assert np.array_equal(_embeddings(nested), models["first_words"])
+
+
+@requires_torch
+def test_convert_verify_compares_against_the_same_revision(models, tmp_path):
+    """`--verify` loads transformers' reference with the conversion's hub arguments: `dev`, not the default branch."""
+    cache = tmp_path / "cache"
+    _populate_cache(cache, "org/tiny", {A: models["first"], B: models["second"]}, {"main": A, "dev": B})
+    hub = dict(cache_dir=str(cache), local_files_only=True)
+    report = convert_checkpoint("org/tiny", tmp_path / "converted", revision="dev", verify=True, **hub)
+    assert report.max_abs_diff and max(report.max_abs_diff.values()) <= 1e-5
 
 
 def test_offline_and_unreachable_hub_fail_at_once(models, tmp_path, monkeypatch, endpoint):

@@ -162,7 +162,7 @@ def convert_checkpoint(
                 tensors.close()
                 from xlm_flax.checkpoints.verify import check_against_transformers
 
-                report.max_abs_diff = check_against_transformers(source, tmp, log=log)
+                report.max_abs_diff = check_against_transformers(source, tmp, log=log, hub=hub.as_kwargs())
     finally:
         tensors.close()
     return report

@@ -7,7 +7,7 @@ for multilingual models, languages) and the largest absolute differences of thei
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,7 @@ def check_against_transformers(
     flax_directory: str | os.PathLike,
     *,
     log: Callable[[str], Any] = lambda message: None,
+    hub: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """Runs the transformers model of `torch_source` and our model of `flax_directory` on one random batch.
 
@@ -59,6 +60,8 @@ def check_against_transformers(
         torch_source: The transformers checkpoint (directory or hub id).
         flax_directory: The native checkpoint converted from it.
         log: Called with one line per compared output.
+        hub: The hub's arguments `torch_source` was converted with (`HubOptions.as_kwargs()`: revision, subfolder,
+            cache, ...), so that the reference is the same checkpoint; transformers takes them by the same names.
 
     Returns:
         The largest absolute difference per compared output (`logits` and/or `last_hidden_state`).
@@ -79,7 +82,7 @@ def check_against_transformers(
     config = XLMConfig.from_pretrained(flax_directory)
     architecture = config.architectures[0]
     ours = model_class(architecture).from_pretrained(flax_directory, dtype=jnp.float32, param_dtype=jnp.float32)
-    reference = getattr(transformers, architecture).from_pretrained(os.fspath(torch_source)).eval()
+    reference = getattr(transformers, architecture).from_pretrained(os.fspath(torch_source), **dict(hub or {})).eval()
     inputs = random_batch(config)
     with torch.no_grad():
         expected = reference(**{k: torch.from_numpy(v) for k, v in inputs.items()}, output_hidden_states=True)
