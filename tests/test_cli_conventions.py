@@ -89,6 +89,26 @@ def test_json_on_info_convert_and_export(model_dir, tmp_path, capsys):
     assert converted["format"] == "flax" and converted["n_parameters"] == exported["n_parameters"]
 
 
+def test_info_takes_the_architecture_as_the_loaders_do(model_dir, tmp_path, capsys):
+    """No `architectures` entry: the tensor names decide (the LM head's); an entry this package lacks: exit 2."""
+    import shutil
+
+    for architectures, expected in ((None, "XLMWithLMHeadModel"), (["XLMForMultipleChoiceX"], None)):
+        copy = tmp_path / str(expected)
+        shutil.copytree(model_dir, copy)
+        config = json.loads((copy / "config.json").read_text())
+        config.pop("architectures", None)
+        if architectures:
+            config["architectures"] = architectures
+        (copy / "config.json").write_text(json.dumps(config))
+        if expected:
+            assert main(["info", str(copy), "--json"]) == 0
+            assert json.loads(capsys.readouterr().out)["architecture"] == expected
+        else:
+            assert main(["info", str(copy)]) == 2
+            assert "['XLMForMultipleChoiceX'] are not supported" in _one_line(capsys.readouterr().err)
+
+
 def test_embed_to_stdout(model_dir, tmp_path, capsys):
     sentences = ["the cat sat .", "", "a dog"]
     (tmp_path / "in.txt").write_text("\n".join(sentences) + "\n")

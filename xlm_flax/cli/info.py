@@ -42,7 +42,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     from xlm_flax.checkpoints.hub import hub_options
     from xlm_flax.checkpoints.plan import abstract_model
-    from xlm_flax.checkpoints.registry import MODEL_CLASSES
+    from xlm_flax.checkpoints.registry import MODEL_CLASSES, architecture_of
     from xlm_flax.checkpoints.sources import open_weights
     from xlm_flax.config import XLMConfig
     from xlm_flax.errors import MissingFileError
@@ -57,7 +57,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         stored = sum(int(np.prod(weights.shape(n))) for n in names)
     finally:
         weights.close()
-    architecture = next((a for a in config.architectures if a in MODEL_CLASSES), "XLMModel")
+    # The loaders' own rule: the config's entry, else (no entry) what the tensor names show; never a guess.
+    architecture = architecture_of(config, names)
     _, state = nnx.split(abstract_model(MODEL_CLASSES[architecture], config))
     n_params = sum(int(np.prod(v.shape)) for _, v in nnx.to_flat_state(state))
     info: dict[str, Any] = {
