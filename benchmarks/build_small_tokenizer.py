@@ -24,7 +24,7 @@ SPECIALS = ["<s>", "</s>", "<pad>", "<unk>"] + [f"<special{i}>" for i in range(1
 
 
 def pretokenize(lines, lang: str = "en"):
-    """XLMTokenizer's pre-processing of each line: a list of words per line."""
+    """XLMTokenizer's pre-processing of each line with `lang`'s Moses rules: a list of words per line."""
     import sacremoses
     from transformers.models.xlm.tokenization_xlm import (
         lowercase_and_remove_accent,

@@ -13,7 +13,7 @@ no language dominates the merges. The output directory gets:
   to be trained from scratch by `train_models.py`.
 
 Usage:
-    python benchmarks/crosslingual/train_vocab.py /tmp/xl-corpus /tmp/xl-model --vocab-size 8000
+    python -m benchmarks.crosslingual.train_vocab /tmp/xl-corpus /tmp/xl-model --vocab-size 8000
 """
 
 from __future__ import annotations
@@ -24,23 +24,10 @@ import json
 import os
 import sys
 
+# One pre-processing for both vocabularies: XLMTokenizer's, with the language's Moses rules.
+from benchmarks.build_small_tokenizer import pretokenize
+
 SPECIALS = ["<s>", "</s>", "<pad>", "<unk>"] + [f"<special{i}>" for i in range(10)]
-
-
-def pretokenize(lines, lang: str):
-    """XLMTokenizer's pre-processing of each line with `lang`'s Moses rules: a list of words per line."""
-    import sacremoses
-    from transformers.models.xlm.tokenization_xlm import (
-        lowercase_and_remove_accent,
-        remove_non_printing_char,
-        replace_unicode_punct,
-    )
-
-    normalizer = sacremoses.MosesPunctNormalizer(lang=lang)
-    tokenizer = sacremoses.MosesTokenizer(lang=lang)
-    for line in lines:
-        text = remove_non_printing_char(normalizer.normalize(replace_unicode_punct(line)))
-        yield lowercase_and_remove_accent(tokenizer.tokenize(text, return_str=False, escape=False))
 
 
 def _stable_sample(lines: list[str], n: int) -> list[str]:
