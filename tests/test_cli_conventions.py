@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -91,8 +92,6 @@ def test_json_on_info_convert_and_export(model_dir, tmp_path, capsys):
 
 def test_info_takes_the_architecture_as_the_loaders_do(model_dir, tmp_path, capsys):
     """No `architectures` entry: the tensor names decide (the LM head's); an entry this package lacks: exit 2."""
-    import shutil
-
     for architectures, expected in ((None, "XLMWithLMHeadModel"), (["XLMForMultipleChoiceX"], None)):
         copy = tmp_path / str(expected)
         shutil.copytree(model_dir, copy)
