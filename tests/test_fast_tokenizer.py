@@ -20,7 +20,7 @@ from xlm_flax.tokenization.rules import MosesWords
 
 LANGUAGES = ("de", "fr", "es", "ru", "pl")
 # Sentences per language and casing checked against the reference in CI (the reference runs ~1-3k sentences/s);
-# XLM_FLAX_TOKENIZER_SENTENCES=10000 runs the full check (see /work/notes figures / CHANGELOG).
+# XLM_FLAX_TOKENIZER_SENTENCES=10000 runs the full check of the README and CHANGELOG (10,000 per language).
 SENTENCES = int(os.environ.get("XLM_FLAX_TOKENIZER_SENTENCES", "500"))
 
 
