@@ -136,7 +136,9 @@ def waste(args) -> dict:
 
 
 def encode(args, save=lambda results: None) -> dict:
-    """Each system's figures are passed to `save` as soon as they are measured (a long run keeps what it did)."""
+    """The three systems take turns on consecutive chunks of the sentences, in a rotating order, and the figures so
+    far (all three systems on the same sentences) are passed to `save` after each chunk: a run stopped early keeps a
+    fair comparison, and a change of machine speed during the run falls on every system alike."""
     import jax
     import torch
     from sentence_transformers import SentenceTransformer
@@ -146,7 +148,8 @@ def encode(args, save=lambda results: None) -> dict:
 
     n = args.sentences or (5000 if args.full else 500)
     texts = sentences(n)
-    results: dict = {"sentences": n, "full": args.full, "torch_threads": torch.get_num_threads()}
+    chunks = args.chunks or (5 if args.full else 1)
+    results: dict = {"sentences": n, "chunks": chunks, "full": args.full, "torch_threads": torch.get_num_threads()}
     results["matmul_before"] = matmul_gflops()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -154,44 +157,60 @@ def encode(args, save=lambda results: None) -> dict:
         print(f"built and saved the random checkpoint in {time.perf_counter() - start:.0f} s", flush=True)
         word = Transformer(tmp, max_seq_length=512)
         st = SentenceTransformer(modules=[word, Pooling(word.get_embedding_dimension(), "mean")], device="cpu")
-        vectors = {}
+        embedders = {b: Embedder.from_pretrained(tmp, pooling="mean", batching=b) for b in ("packed", "buckets")}
+        systems = {"sentence_transformers": (lambda t, m=st: m.encode(t, batch_size=32, convert_to_numpy=True), None)}
+        for batching, embedder in embedders.items():
+            systems[f"xlm_flax_{batching}"] = (lambda t, e=embedder: e.encode(t, batch_size=32), embedder)
 
         # The warm-up compiles the shapes of the timed run: all the sentences on the small shape; at full size every
         # 10th sentence (the same length distribution, a tenth of the cost). Shapes compiled during the timed run
         # anyway are counted in the results.
         warmup = texts if not args.full else texts[::10]
-
-        def timed(name, run, compilations=lambda: 0):
+        for run, _ in systems.values():
             run(texts[: min(len(texts), 64)])
             run(warmup)
-            before = compilations()
-            start = time.perf_counter()
-            vectors[name] = np.asarray(run(texts))
-            seconds = time.perf_counter() - start
-            results[name] = dict(
-                seconds=seconds, sentences_per_s=n / seconds, timed_compilations=compilations() - before
+        seconds = dict.fromkeys(systems, 0.0)
+        compiled = dict.fromkeys(systems, 0)
+        tokens = {name: [0, 0] for name in systems}
+        vectors: dict[str, list[np.ndarray]] = {name: [] for name in systems}
+        bounds = np.linspace(0, n, chunks + 1).astype(int)
+        for c, (low, high) in enumerate(zip(bounds[:-1], bounds[1:])):
+            names = list(systems)
+            for name in names[c % len(names) :] + names[: c % len(names)]:
+                run, embedder = systems[name]
+                before = embedder.num_compilations if embedder else 0
+                start = time.perf_counter()
+                vectors[name].append(np.asarray(run(texts[low:high])))
+                seconds[name] += time.perf_counter() - start
+                if embedder:
+                    compiled[name] += embedder.num_compilations - before
+                    tokens[name][0] += embedder.last_token_count.real
+                    tokens[name][1] += embedder.last_token_count.computed
+            done = int(high)
+            results["sentences_done"] = done
+            reference = np.concatenate(vectors["sentence_transformers"])
+            for name in systems:
+                results[name] = dict(
+                    seconds=seconds[name], sentences_per_s=done / seconds[name], timed_compilations=compiled[name]
+                )
+                if name != "sentence_transformers":
+                    real, computed = tokens[name]
+                    results[name]["waste"] = computed / real - 1
+                    results[name]["compilations"] = systems[name][1].num_compilations
+                    results[name]["max_abs_diff"] = float(np.max(np.abs(np.concatenate(vectors[name]) - reference)))
+                    results[name]["vs_sentence_transformers"] = (
+                        results[name]["sentences_per_s"] / results["sentence_transformers"]["sentences_per_s"]
+                    )
+            results["packed_vs_buckets"] = (
+                results["xlm_flax_packed"]["sentences_per_s"] / results["xlm_flax_buckets"]["sentences_per_s"]
             )
-            print(f"{name:24s}: {n / seconds:8.1f} sentences/s ({seconds:.1f} s)", flush=True)
+            print(
+                f"{done} sentences: "
+                + ", ".join(f"{name} {results[name]['sentences_per_s']:.2f}/s" for name in systems),
+                flush=True,
+            )
             save(results)
-
-        timed("sentence_transformers", lambda t, m=st: m.encode(t, batch_size=32, convert_to_numpy=True))
-        del st, word
-        for batching in ("packed", "buckets"):
-            embedder = Embedder.from_pretrained(tmp, pooling="mean", batching=batching)
-            name = f"xlm_flax_{batching}"
-            timed(name, lambda t, e=embedder: e.encode(t, batch_size=32), lambda e=embedder: e.num_compilations)
-            results[name]["waste"] = embedder.last_token_count.waste
-            results[name]["compilations"] = embedder.num_compilations
-            results[name]["max_abs_diff"] = float(np.max(np.abs(vectors[name] - vectors["sentence_transformers"])))
-            save(results)
-            del embedder
-    for name in ("xlm_flax_packed", "xlm_flax_buckets"):
-        results[name]["vs_sentence_transformers"] = (
-            results[name]["sentences_per_s"] / results["sentence_transformers"]["sentences_per_s"]
-        )
-    results["packed_vs_buckets"] = (
-        results["xlm_flax_packed"]["sentences_per_s"] / results["xlm_flax_buckets"]["sentences_per_s"]
-    )
+        del st, word, embedders, systems
     results["matmul_after"] = matmul_gflops()
     kernel = {k: max(results["matmul_before"][k], results["matmul_after"][k]) for k in ("jax", "torch")}
     results["matmul_2048_gflops"] = kernel
@@ -272,6 +291,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--chunks", type=int, default=None, help="encode: turns per system (5 with --full, else 1)")
     parser.add_argument("--out", help="write the results as JSON")
     args = parser.parse_args()
     if args.what == "_forward":
